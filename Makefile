@@ -1,0 +1,43 @@
+# The two commands: `make demo` and `make test`. Each sets up .venv first (idempotent).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast lint bench mlflow-ui clean
+
+setup: $(STAMP)
+
+# Re-installs only when pyproject.toml changes. torch is pinned first: its CPU wheel is the one
+# this platform is tested with, and an unpinned torch would pull GBs of CUDA packages.
+$(STAMP): pyproject.toml
+	@infra/local/check_prereqs.sh
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $@
+
+demo: setup
+	$(BIN)/musicrec pipeline --config conf/experiments/demo.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not integration"
+
+lint: setup
+	$(BIN)/ruff check platform jobs tests
+
+bench: setup
+	$(BIN)/musicrec bench generate --config conf/local.yaml
+	$(BIN)/musicrec bench preprocess --config conf/local.yaml
+	$(BIN)/musicrec bench evaluate --config conf/local.yaml
+
+mlflow-ui: setup
+	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow/mlflow.db
+
+clean:
+	rm -rf lake data mlflow spark-warehouse metastore_db

@@ -1,0 +1,147 @@
+"""Load YAML files and ``key=value`` overrides into a validated :class:`Config`.
+
+Files are merged left to right (a file may ``include:`` others, relative to itself, merged
+before it), then overrides. Every leaf remembers which file or override set it, so a
+validation error names both the dotted key and where its value came from.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from musicrec.config.schema import Config
+
+
+# A profile marks a value the user must supply (e.g. the cluster's lake root) with this.
+MISSING = "???"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key and its source."""
+
+
+def _merge(base: dict, top: dict, sources: dict[str, str], source: str, prefix: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and value:
+            out[key] = _merge(out[key], value, sources, source, dotted + ".")
+        else:
+            out[key] = copy.deepcopy(value)
+            _record(sources, dotted, value, source)
+    return out
+
+
+def _record(sources: dict[str, str], dotted: str, value: Any, source: str) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _record(sources, f"{dotted}.{k}", v, source)
+    sources[dotted] = source
+
+
+def _read_yaml(path: Path, sources: dict[str, str], seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: include cycle through {' -> '.join(str(p) for p in seen)}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, found {type(data).__name__}")
+    includes = data.pop("include", []) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    merged: dict = {}
+    for inc in includes:
+        merged = _merge(merged, _read_yaml(path.parent / inc, sources, (*seen, path)), {}, "")
+    return _merge(merged, data, sources, str(path))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=value``: the value is parsed as YAML, so ``k=3`` is an int and ``ks=[1,3]`` a list."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} is not of the form dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: value is not valid YAML: {e}") from e
+    return key, value
+
+
+def _nest(key: str, value: Any) -> dict:
+    out: dict = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(files: Sequence[str | Path] = (), overrides: Iterable[str] = ()) -> Config:
+    """Merge ``files`` then ``overrides`` onto the defaults and validate before any work starts."""
+    sources: dict[str, str] = {}
+    data: dict = {}
+    for f in files:
+        # _read_yaml records each key's source itself (included files under their own names).
+        data = _merge(data, _read_yaml(Path(f), sources), {}, "")
+    for text in overrides:
+        key, value = parse_override(text)
+        data = _merge(data, _nest(key, value), sources, f"override {text!r}")
+    unset = [key for key, value in _leaves(data) if value == MISSING]
+    if unset:
+        raise ConfigError(
+            "invalid config: missing required value"
+            + "".join(f"\n  {key}: must be set (left as {MISSING} by {_source_of(key, sources)})" for key in unset)
+        )
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, sources)) from None
+
+
+def _describe(error: ValidationError, sources: dict[str, str]) -> str:
+    lines = [f"invalid config ({error.error_count()} problem{'s' if error.error_count() > 1 else ''}):"]
+    for err in error.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        source = _source_of(key, sources)
+        if err["type"] == "extra_forbidden":
+            what = "unknown key"
+        elif err["type"] == "missing":
+            what = "missing required value"
+        else:
+            what = f"{err['msg']} (got {err.get('input')!r})"
+        lines.append(f"  {key}: {what}" + (f" [from {source}]" if source else ""))
+    return "\n".join(lines)
+
+
+def _leaves(data: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.extend(_leaves(value, f"{prefix}{key}."))
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+def _source_of(key: str, sources: dict[str, str]) -> str:
+    while key:
+        if key in sources:
+            return sources[key]
+        key = key.rpartition(".")[0]
+    return ""
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

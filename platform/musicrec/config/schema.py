@@ -1,0 +1,182 @@
+"""The typed config every verb shares (spec platform.md, "Config keys that every job shares").
+
+Unknown keys, wrong types and out-of-range values are errors: every model forbids extra keys
+and types are strict (a YAML string "3" is not an int), so a typo never silently becomes a default.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class SparkConfig(Section):
+    master: str = "local[*]"
+    driver_memory: str = "6g"
+    shuffle_partitions: int = Field(8, ge=1)
+    # Extra Spark settings, passed through as given (e.g. spark.executor.memory on a cluster).
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class RayConfig(Section):
+    address: str = ""  # empty: RAY_ADDRESS if set, else an in-process Ray
+    num_cpus: int | None = Field(None, ge=1)
+
+
+class RuntimeConfig(Section):
+    profile: Literal["local", "cluster"] = "local"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    progress: bool = True
+    spark: SparkConfig = SparkConfig()
+    ray: RayConfig = RayConfig()
+
+
+class DataConfig(Section):
+    root: str = "data/synthetic"
+    size: str = "small"
+    layout: Literal["flat", "sequential"] = "flat"
+    # flat layout: read the separate per-type files, or multi_event.parquet
+    source: Literal["separate", "multi_event"] = "separate"
+
+
+class DatasetConfig(Section):
+    name: str = Field("synthetic-small", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class LakeConfig(Section):
+    root: str = "lake"
+    writer: Literal["auto", "spark_delta", "delta_rs"] = "auto"
+
+
+class MlflowConfig(Section):
+    tracking_uri: str = ""  # empty: MLFLOW_TRACKING_URI if set, else the profile's default
+    experiment: str = "default"
+    local_dir: str = "mlflow"  # local profile: SQLite store and artifacts under this folder
+
+
+class GenerateConfig(Section):
+    preset: Literal["tiny", "small", "medium", "yambda-50m"] = "small"
+    write_sequential: bool = False
+
+
+class IngestConfig(Section):
+    timestamp_min: int = Field(0, ge=0)
+    timestamp_max: int = Field(27_000_000, ge=1)
+    max_quarantine_share: float = Field(0.01, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _range(self) -> IngestConfig:
+        if self.timestamp_max <= self.timestamp_min:
+            raise ValueError("timestamp_max must be greater than timestamp_min")
+        return self
+
+
+class PopularityConfig(Section):
+    recent_window: int = Field(175, ge=1)
+    min_users: int = Field(50, ge=1)
+
+
+class PreprocessConfig(Section):
+    min_played_ratio_pct: int = Field(20, ge=0)
+    popularity: PopularityConfig = PopularityConfig()
+    min_len: int = Field(3, ge=1)
+    max_len: int = Field(10_000, ge=1)
+    ks: list[int] = Field(default_factory=lambda: [1, 3, 5], min_length=1)
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, ks: list[int]) -> list[int]:
+        if any(k < 1 for k in ks) or len(set(ks)) != len(ks):
+            raise ValueError("ks must be distinct integers >= 1")
+        return sorted(ks)
+
+    @model_validator(mode="after")
+    def _lens(self) -> PreprocessConfig:
+        if self.max_len < self.min_len:
+            raise ValueError("max_len must be >= min_len")
+        return self
+
+
+class HoldoutConfig(Section):
+    gt_size: int = Field(10, ge=1)
+    split_ratios: list[float] = Field(default_factory=lambda: [0.9, 0.05, 0.05])
+
+    @field_validator("split_ratios")
+    @classmethod
+    def _ratios(cls, r: list[float]) -> list[float]:
+        if len(r) != 3 or any(x < 0 for x in r) or abs(sum(r) - 1.0) > 1e-9:
+            raise ValueError("split_ratios must be three non-negative numbers (train, val, test) summing to 1")
+        return r
+
+
+class GtsConfig(Section):
+    last_timestamp: int | None = Field(None, ge=1)  # None: the largest timestamp in the data plus one
+    test_size: int = Field(86_400, ge=1)
+    val_size: int = Field(86_400, ge=0)
+    gap: int = Field(1_800, ge=0)
+    feedbacks: list[Literal["listen_plus", "like"]] = Field(default_factory=lambda: ["listen_plus", "like"])
+    listen_plus_min_ratio_pct: int = Field(50, ge=0)
+    net_unlikes: bool = False
+
+
+class SessionsConfig(Section):
+    session_gap: int = Field(1_800, ge=1)
+    skip_below: int = Field(20, ge=0)
+    positive_from: int = Field(50, ge=0)
+
+
+class EvaluateConfig(Section):
+    ks: list[int] = Field(default_factory=lambda: [10, 100], min_length=1)
+    batch_size: int = Field(1024, ge=1)
+    shuffle: bool = False
+    sampled: bool = False
+    sampled_n: int = Field(1000, ge=1)
+
+
+class ModelConfig(Section):
+    """Hyper-parameters of one model; defaults are paper 000's gSASRec (Table 2)."""
+
+    family: Literal["mostpop", "decaypop", "transition", "itemknn", "als", "bpr", "sasrec", "gsasrec", "bert4rec"] = (
+        "gsasrec"
+    )
+    embedding_dim: int = Field(128, ge=1)
+    num_blocks: int = Field(2, ge=1)
+    num_heads: int = Field(1, ge=1)
+    ffn_dim: int = Field(128, ge=1)
+    dropout: float = Field(0.09496, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.35520, ge=0.0)
+    learning_rate: float = Field(0.0031805, gt=0.0)
+    batch_size: int = Field(512, ge=1)
+    max_epochs: int = Field(100, ge=1)
+    negatives: int = Field(25, ge=1)
+    gbce_alpha: float | None = Field(0.17113, gt=0.0, le=1.0)
+    gbce_t: float = Field(0.55591, ge=0.0, le=1.0)
+    max_len: int = Field(200, ge=1)
+    # implicit MF
+    factors: int = Field(64, ge=1)
+    iterations: int = Field(15, ge=1)
+    regularization: float = Field(0.1, ge=0.0)
+    decay_hours: float = Field(24.0, gt=0.0)
+    neighbours: int = Field(100, ge=1)
+
+
+class Config(Section):
+    runtime: RuntimeConfig = RuntimeConfig()
+    data: DataConfig = DataConfig()
+    dataset: DatasetConfig = DatasetConfig()
+    lake: LakeConfig = LakeConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    seed: int = Field(42, ge=0)
+    generate: GenerateConfig = GenerateConfig()
+    ingest: IngestConfig = IngestConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    holdout: HoldoutConfig = HoldoutConfig()
+    gts: GtsConfig = GtsConfig()
+    sessions: SessionsConfig = SessionsConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    model: ModelConfig = ModelConfig()

@@ -1,0 +1,27 @@
+"""Where each Delta table of the contract (spec platform.md, "Tables") lives, and how it is partitioned."""
+
+from __future__ import annotations
+
+import posixpath
+
+# Partitioning follows the readers: training reads one (protocol, name, k) of `sequences`,
+# GTS evaluation one (window, feedback) of `gts_examples`, holdout evaluation one task.
+PARTITIONING: dict[str, tuple[str, ...]] = {
+    "events": (),
+    "quarantine": (),
+    "sequences": ("protocol", "name", "k"),
+    "user_splits": (),
+    "holdout_examples": ("task",),
+    "gts_examples": ("window", "feedback"),
+    # Each job overwrites only its own rows: `stage(..., replace_where={"job": ...})`.
+    "stats": ("job",),
+    "recommendations": ("task",),
+}
+TABLES: tuple[str, ...] = tuple(PARTITIONING)
+
+
+def table_path(lake_root: str, dataset: str, table: str) -> str:
+    """``<lake_root>/<dataset>/<table>``; the table must be one of the contract's names."""
+    if table not in PARTITIONING:
+        raise ValueError(f"unknown table {table!r}; the lake holds {', '.join(TABLES)}")
+    return posixpath.join(lake_root.rstrip("/"), dataset, table)

@@ -1,0 +1,1 @@
+"""Preprocessing: filters, task sequences, holdout, global temporal split, stats."""

@@ -1,0 +1,100 @@
+"""Task sequences of paper 000, section 3, as pure functions of ordered histories.
+
+One implementation serves batch preprocessing (many users at once, inside Spark's
+``mapInArrow``) and evaluation/inference (one history at a time), so a discovery can
+never be counted differently in training data and in a model's input.
+
+Histories are passed as flat arrays in canonical order (spec tasks-and-splits.md §1)
+together with a non-decreasing ``group`` array naming the user of each element; a
+single history is the case ``group = zeros``. Items < 0 stand for "no item" (an
+unmapped artist) and are never part of any sequence.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+Kind = Literal["lh", "disc", "fam"]
+Domain = Literal["track", "artist"]
+KINDS: tuple[Kind, ...] = ("lh", "disc", "fam")
+DOMAINS: tuple[Domain, ...] = ("track", "artist")
+SEQUENCE_NAMES: tuple[str, ...] = tuple(f"{k}_{d}" for d in DOMAINS for k in KINDS)
+
+
+def parse_name(name: str) -> tuple[Kind, Domain]:
+    """Split a sequence name such as ``disc_track`` into (kind, domain)."""
+    if name not in SEQUENCE_NAMES:
+        raise ValueError(f"unknown sequence name {name!r}; expected one of {', '.join(SEQUENCE_NAMES)}")
+    kind, domain = name.split("_")
+    return kind, domain  # type: ignore[return-value]
+
+
+def canonical_order(uid: np.ndarray, timestamp: np.ndarray, item_id: np.ndarray) -> np.ndarray:
+    """Permutation sorting events by (uid, timestamp, item_id); stable for identical events."""
+    return np.lexsort((item_id, timestamp, uid))
+
+
+def _pair_stats(group: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each element: is it the first occurrence of its (group, item) pair, and how often the pair occurs."""
+    n = len(items)
+    if n == 0:
+        return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
+    # Stable sort by (group, item) keeps time order inside each pair.
+    order = np.lexsort((items, group))
+    g, it = group[order], items[order]
+    starts = np.empty(n, dtype=bool)
+    starts[0] = True
+    starts[1:] = (g[1:] != g[:-1]) | (it[1:] != it[:-1])
+    run_id = np.cumsum(starts) - 1
+    run_len = np.bincount(run_id)
+    first = np.empty(n, dtype=bool)
+    first[order] = starts
+    counts = np.empty(n, dtype=np.int64)
+    counts[order] = run_len[run_id]
+    return first, counts
+
+
+def sequence_mask(group: np.ndarray, items: np.ndarray, kind: Kind, k: int = 1) -> np.ndarray:
+    """Which elements of the ordered histories belong to the ``kind`` sequence, k-condensed.
+
+    - ``lh``: every element; ``disc``: first listens of an item; ``fam``: repeats.
+    - k-condensation keeps an element only if its item occurs at least ``k`` times in the
+      history the sequence is derived from (the same arrays passed here), so an evaluation
+      user's counts only see events before the cutoff when only those are passed.
+    - Elements with ``items < 0`` (unmapped artist) belong to no sequence and do not count.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown sequence kind {kind!r}; expected one of {KINDS}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    group = np.asarray(group)
+    items = np.asarray(items)
+    valid = items >= 0
+    mask = np.zeros(len(items), dtype=bool)
+    if not valid.any():
+        return mask
+    first, counts = _pair_stats(group[valid], items[valid])
+    keep = np.ones(len(first), dtype=bool)
+    if kind == "disc":
+        keep = first
+    elif kind == "fam":
+        keep = ~first
+    if k > 1:
+        keep = keep & (counts >= k)
+    mask[np.flatnonzero(valid)[keep]] = True
+    return mask
+
+
+def derive(items: np.ndarray, kind: Kind, k: int = 1) -> np.ndarray:
+    """Positions (into ``items``) of one ordered history's ``kind`` sequence, k-condensed."""
+    items = np.asarray(items)
+    return np.flatnonzero(sequence_mask(np.zeros(len(items), dtype=np.int64), items, kind, k))
+
+
+def derive_items(items: np.ndarray, name: str, k: int = 1) -> np.ndarray:
+    """Items of the named sequence of one history given in the sequence's domain (tracks or artists)."""
+    kind, _ = parse_name(name)
+    items = np.asarray(items)
+    return items[derive(items, kind, k)]

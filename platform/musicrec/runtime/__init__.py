@@ -1,0 +1,1 @@
+"""Spark, Ray and MLflow for the local and cluster profiles, built from the config."""

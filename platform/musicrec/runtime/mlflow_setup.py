@@ -1,0 +1,45 @@
+"""MLflow tracking and registry for a profile.
+
+local: a SQLite store and an artifact folder under ``mlflow.local_dir`` (no server); browse
+with ``mlflow ui --backend-store-uri sqlite:///<local_dir>/mlflow.db``. cluster: the
+``MLFLOW_TRACKING_URI`` of an MLflow server (or ``mlflow.tracking_uri``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mlflow
+
+from musicrec.config import Config
+
+
+def tracking_uri(config: Config) -> str:
+    if config.mlflow.tracking_uri:
+        return config.mlflow.tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if config.runtime.profile == "cluster":
+        raise ValueError("runtime.profile=cluster needs mlflow.tracking_uri or MLFLOW_TRACKING_URI (an MLflow server)")
+    db = Path(config.mlflow.local_dir).resolve() / "mlflow.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{db}"
+
+
+def setup_mlflow(config: Config, experiment: str | None = None) -> str:
+    """Point MLflow at the profile's store and select ``<dataset>/<experiment>``; returns its id."""
+    uri = tracking_uri(config)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    name = f"{config.dataset.name}/{experiment or config.mlflow.experiment}"
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        mlflow.set_experiment(name)
+        return found.experiment_id
+    artifact_location = None
+    if uri.startswith("sqlite:"):
+        artifact_location = (Path(config.mlflow.local_dir).resolve() / "artifacts").as_uri()
+    experiment_id = mlflow.create_experiment(name, artifact_location=artifact_location)
+    mlflow.set_experiment(name)
+    return experiment_id

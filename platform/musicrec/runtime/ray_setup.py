@@ -1,0 +1,31 @@
+"""Ray for a profile: in-process for local, ``RAY_ADDRESS`` (or ``runtime.ray.address``) on a cluster."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+from musicrec.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(config: Config) -> None:
+    if ray.is_initialized():
+        return
+    address = config.runtime.ray.address or os.environ.get("RAY_ADDRESS", "")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    elif config.runtime.profile == "cluster":
+        raise ValueError("runtime.profile=cluster needs runtime.ray.address or RAY_ADDRESS")
+    else:
+        ray.init(
+            num_cpus=config.runtime.ray.num_cpus,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            configure_logging=True,
+            logging_level=logging.WARNING,
+        )
+    log.info("Ray %s: %s CPUs", ray.__version__, ray.cluster_resources().get("CPU"))

@@ -1,0 +1,55 @@
+"""The SparkSession for a profile.
+
+Under ``spark-submit`` the master and resources come from the submit command and win;
+launched from plain Python (local profile, tests) we set a small-machine configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from pyspark import SparkConf
+from pyspark.sql import SparkSession
+
+from musicrec.config import Config
+
+log = logging.getLogger(__name__)
+
+# Settings that suit a laptop-sized driver; a cluster's spark-submit overrides what it sets.
+_LOCAL_DEFAULTS = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+    # Spark's job-commit marker must not land in Delta table folders.
+    "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
+    "spark.sql.parquet.compression.codec": "zstd",
+}
+
+
+def get_spark(config: Config, app_name: str = "musicrec") -> SparkSession:
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+    builder = SparkSession.builder.appName(app_name)
+    submitted = SparkConf().contains("spark.master")  # spark-submit puts the master in the launcher conf
+    spark_cfg = config.runtime.spark
+    if not submitted:
+        builder = builder.master(spark_cfg.master).config("spark.driver.memory", spark_cfg.driver_memory)
+    settings = {**_LOCAL_DEFAULTS, "spark.sql.shuffle.partitions": str(spark_cfg.shuffle_partitions)}
+    if config.runtime.profile == "cluster":
+        # On a cluster the driver must be reachable by executors; only the local profile pins loopback.
+        settings.pop("spark.driver.host")
+        settings.pop("spark.driver.bindAddress")
+    settings.update(spark_cfg.conf)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN" if config.runtime.log_level != "DEBUG" else "INFO")
+    log.info("Spark %s, master %s", spark.version, spark.sparkContext.master)
+    return spark
