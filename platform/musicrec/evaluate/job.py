@@ -1,0 +1,189 @@
+"""The ``evaluate`` and ``score`` verbs: simple scorers on every task and protocol, logged to MLflow.
+
+Each scorer is fitted twice per task: as a *general* model on the domain's listening history
+(``lh_track`` / ``lh_artist``, evaluated with the task's post-hoc candidate filter) and *on task*
+on the task's own sequence (``disc_*`` / ``fam_*``) — the comparison of paper 000's Tables 3–4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+from musicrec.config import Config
+from musicrec.errors import InputError
+from musicrec.evaluate.external import score_predictions
+from musicrec.evaluate.protocols import (
+    EvalOptions,
+    FittedModel,
+    evaluate_gts,
+    evaluate_holdout,
+    fit_model,
+    format_results,
+    log_results,
+    train_sequences,
+)
+from musicrec.evaluate.scorers import MostPop, Scorer, Transition
+from musicrec.runtime.mlflow_setup import setup_mlflow
+from musicrec.tracking.runs import log_lineage
+
+log = logging.getLogger(__name__)
+
+SCORERS: dict[str, type] = {"mostpop": MostPop, "transition": Transition}
+# (training sequence, tasks it is evaluated on): general models first, then on-task models.
+TRAINING: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("lh_track", ("T1", "T2", "next_track")),
+    ("lh_artist", ("T3", "T4", "next_artist")),
+    ("disc_track", ("T1",)),
+    ("fam_track", ("T2",)),
+    ("disc_artist", ("T3",)),
+    ("fam_artist", ("T4",)),
+)
+READS = ("sequences", "holdout_examples", "gts_examples")
+
+
+def _protocols(config: Config) -> list[tuple[str, str]]:
+    """(training protocol of `sequences`, results protocol label) per evaluated protocol."""
+    out = []
+    for protocol in config.evaluate.protocols:
+        if protocol == "holdout":
+            out.append(("holdout", "holdout"))
+        else:
+            out += [(f"gts_{config.evaluate.split}_{fb}", fb) for fb in config.gts.feedbacks]
+    return out
+
+
+def _fit(
+    config: Config, scorer_name: str, protocol: str, sequence: str, tasks: tuple[str, ...]
+) -> FittedModel:
+    scorer: Scorer = SCORERS[scorer_name]()
+    train = train_sequences(config.lake.root, config.dataset.name, protocol, sequence, 1)
+    return fit_model(f"{scorer_name}[{sequence}]", scorer, train, sequence=sequence, tasks=tasks)
+
+
+def relative_to_general(df: pd.DataFrame) -> pd.DataFrame:
+    """On-task rows with (on_task - general) / general per metric, as in paper 000's tables."""
+    full = df[df["variant"] == "full"].copy()
+    full["scorer"] = full["model"].str.split("[").str[0]
+    full["training"] = full["model"].str.extract(r"\[(.*)\]")[0]
+    general = full[full["training"].str.startswith("lh_")]
+    on_task = full[~full["training"].str.startswith("lh_")]
+    keys = ["scorer", "protocol", "split", "task", "metric", "k"]
+    merged = on_task.merge(general[[*keys, "value"]], on=keys, suffixes=("", "_general"))
+    merged["relative_change"] = [
+        (v - g) / g if g else math.nan for v, g in zip(merged["value"], merged["value_general"], strict=True)
+    ]
+    return merged[["model", *keys, "value", "value_general", "relative_change"]]
+
+
+def _plot(df: pd.DataFrame, k: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    full = df[(df["variant"] == "full") & (df["metric"] == "ndcg") & (df["k"] == k)]
+    wide = full.pivot_table(index=["protocol", "task"], columns="model", values="value", aggfunc="first")
+    fig, ax = plt.subplots(figsize=(max(8, len(wide) * 0.8), 4.5))
+    wide.plot.bar(ax=ax)
+    ax.set_ylabel(f"NDCG@{k}")
+    ax.set_title("NDCG per task and training sequence")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def run_evaluate(config: Config) -> dict[str, Any]:
+    options = EvalOptions(
+        ks=tuple(config.evaluate.ks),
+        batch_size=config.evaluate.batch_size,
+        shuffle_seed=config.seed if config.evaluate.shuffle else None,
+        sampled=config.evaluate.sampled,
+        sampled_n=config.evaluate.sampled_n,
+        sampled_seed=config.seed,
+    )
+    setup_mlflow(config)
+    split = config.evaluate.split
+    tables = []
+    with mlflow.start_run(run_name="evaluate") as parent:
+        versions = log_lineage(config, READS)
+        for protocol, label in _protocols(config):
+            for scorer_name in config.evaluate.scorers:
+                for sequence, tasks in TRAINING:
+                    model = _fit(config, scorer_name, protocol, sequence, tasks)
+                    log.info("evaluating %s on %s (%s)", model.name, label, ", ".join(tasks))
+                    if label == "holdout":
+                        df = evaluate_holdout(
+                            [model], config.lake.root, config.dataset.name, split, tasks, options
+                        )
+                    else:
+                        df = evaluate_gts(
+                            [model],
+                            config.lake.root,
+                            config.dataset.name,
+                            split,
+                            label,
+                            [t for t in tasks],
+                            options,
+                        )
+                    with mlflow.start_run(run_name=f"{model.name} {label}", nested=True):
+                        mlflow.log_params(
+                            {
+                                "family": scorer_name,
+                                "training_sequence": sequence,
+                                "k": 1,
+                                "protocol": df["protocol"].iloc[0] if len(df) else label,
+                                "tasks": ",".join(tasks),
+                                **{f"table_version.{n}": v for n, v in versions.items()},
+                            }
+                        )
+                        if len(df):
+                            log_results(df)
+                    tables.append(df)
+        results = pd.concat(tables, ignore_index=True)
+        log_results(results, prefix="all/")
+        text = format_results(results)
+        mlflow.log_text(text, "evaluation/results.txt")
+        relative = relative_to_general(results)
+        mlflow.log_text(relative.to_csv(index=False), "evaluation/on_task_vs_general.csv")
+        mlflow.log_figure(_plot(results, max(config.evaluate.ks)), "evaluation/ndcg.png")
+    print(text)
+    k = max(config.evaluate.ks)
+    headline = relative[(relative["metric"] == "ndcg") & (relative["k"] == k)]
+    if len(headline):
+        print(f"\nOn-task vs general (NDCG@{k}, relative change):")
+        print(
+            headline[["model", "protocol", "task", "value", "value_general", "relative_change"]]
+            .round(4)
+            .to_string(index=False)
+        )
+    return {"mlflow_run": parent.info.run_id, "result_rows": len(results), "table_versions": versions}
+
+
+def run_score(config: Config, args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        ks = tuple(int(k) for k in args.k.split(","))
+    except ValueError:
+        raise InputError(f"--k must be comma-separated integers, got {args.k!r}") from None
+    try:
+        result = score_predictions(
+            args.predictions,
+            args.examples,
+            config.lake.root,
+            config.dataset.name,
+            split=args.split,
+            ks=ks,
+            feedback=args.feedback,
+            output_json=args.out,
+        )
+    except (ValueError, FileNotFoundError) as e:
+        # Bad predictions or a missing file/table are the user's to fix: one clear line, no traceback.
+        raise InputError(str(e)) from e
+    print(json.dumps(result, indent=2, sort_keys=True, default=float))
+    return {"tasks": sorted(result), "written": args.out or "-"}

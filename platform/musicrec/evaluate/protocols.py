@@ -1,0 +1,498 @@
+"""Evaluation runners for the holdout (tasks-and-splits.md §6) and GTS (§7) protocols.
+
+A model input is always derived from the user's history in the task's domain with the
+shared pure derivation of :mod:`musicrec.prep.sequences` (``lh_track`` for a general
+model, ``disc_track`` k-condensed for an on-task T1 model, ...), while the candidate
+filter uses the full history (§5):
+
+- holdout: the history is ``holdout_examples.history_items`` (before the cutoff);
+- GTS: the history is the user's ``lh_track`` / ``lh_artist`` (k=1) row of ``sequences``
+  under protocol ``gts_<window>_<feedback>``. The model's own sequence (e.g.
+  ``disc_track`` with k) is derived from that row by the same function that wrote the
+  table, so it equals the stored row by construction and only the lh rows are read.
+
+Ground truth is the distinct target items, in raw ids. Items the model does not know
+(absent from its training index) stay in the targets, so they count in the
+denominators and can never be hit. Users with empty targets are not evaluated (counted);
+users whose derived input is empty are evaluated (the model scores an empty history).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from musicrec.evaluate.metrics import METRICS, Ragged, compute_metrics, coverage
+from musicrec.evaluate.ranking import ScoreFn, default_batch_size, rank_users, task_filter
+from musicrec.evaluate.scorers import ItemIndex, Scorer
+from musicrec.lake.delta import read_arrow, table_exists
+from musicrec.lake.tables import table_path
+from musicrec.prep.sequences import parse_name, sequence_mask
+
+HOLDOUT_TASKS: tuple[str, ...] = ("T1", "T2", "T3", "T4")
+GTS_TASKS: tuple[str, ...] = ("next_track", "next_artist", "T1", "T2", "T3", "T4")
+TASK_DOMAIN: dict[str, str] = {
+    "T1": "track",
+    "T2": "track",
+    "next_track": "track",
+    "T3": "artist",
+    "T4": "artist",
+    "next_artist": "artist",
+}
+RESULT_COLUMNS: tuple[str, ...] = (
+    "model",
+    "task",
+    "protocol",
+    "split",
+    "variant",
+    "metric",
+    "k",
+    "value",
+    "users_evaluated",
+    "users_skipped",
+    "skipped_empty_targets",
+    "users_empty_input",
+    "unknown_target_items",
+)
+
+PREDICTION_SCHEMA = pa.schema([("uid", pa.int64()), ("task", pa.string()), ("items", pa.list_(pa.int64()))])
+
+
+@dataclass
+class FittedModel:
+    """A fitted scorer with its item index and the training sequence it learnt from."""
+
+    name: str
+    scorer: Scorer
+    items: ItemIndex
+    sequence: str = "lh_track"
+    k: int = 1
+    # None: every task of the sequence's domain (T1/T2/next_track for tracks, ...).
+    tasks: tuple[str, ...] | None = None
+
+    def runs_on(self, task: str) -> bool:
+        if self.tasks is not None:
+            return task in self.tasks
+        return TASK_DOMAIN[task] == parse_name(self.sequence)[1]
+
+
+def fit_model(
+    name: str,
+    scorer: Scorer,
+    train_sequences: Sequence[np.ndarray],
+    sequence: str = "lh_track",
+    k: int = 1,
+    tasks: tuple[str, ...] | None = None,
+) -> FittedModel:
+    """Index the raw item ids of ``train_sequences`` and fit ``scorer`` on them."""
+    parse_name(sequence)
+    raw = Ragged.from_lists(train_sequences)
+    items = ItemIndex.from_items(raw.values)
+    dense, _ = items.map_rows(raw)
+    scorer.fit(dense.to_lists(), len(items))
+    return FittedModel(name, scorer, items, sequence, k, tasks)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What to compute besides the default full-catalogue metrics."""
+
+    ks: tuple[int, ...] = (10, 100)
+    metrics: tuple[str, ...] = METRICS
+    batch_size: int | None = None
+    # Shuffle ablation (metrics.md): set a seed to run it.
+    shuffle_seed: int | None = None
+    # Sampled evaluation (paper 001 §4.1), never the default.
+    sampled: bool = False
+    sampled_n: int = 1000
+    sampled_ks: tuple[int, ...] = (1, 5, 10, 20)
+    sampled_seed: int = 0
+
+
+@dataclass(frozen=True)
+class TaskExamples:
+    """One task's evaluation users, raw ids: full history in the task's domain and targets."""
+
+    task: str
+    uids: np.ndarray
+    history: Ragged
+    targets: Ragged
+
+
+def read_table(
+    lake_root: str, dataset: str, table: str, filters: list[tuple[str, str, object]] | None = None
+) -> pa.Table:
+    """One lake table of the dataset as Arrow (partition filters are pushed down by delta-rs)."""
+    path = table_path(lake_root, dataset, table)
+    if not table_exists(path):
+        raise FileNotFoundError(f"no {table} table at {path}: run `musicrec preprocess` first")
+    return read_arrow(path, filters=filters)
+
+
+def _check_columns(table: pa.Table, name: str, columns: Sequence[str]) -> None:
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{name} lacks columns {missing}")
+
+
+def holdout_examples(
+    table: pa.Table, split: str = "test", tasks: Sequence[str] = HOLDOUT_TASKS
+) -> list[TaskExamples]:
+    """Per task, the ``holdout_examples`` rows of ``split``, sorted by uid."""
+    _check_columns(table, "holdout_examples", ("uid", "task", "split", "history_items", "targets"))
+    out = []
+    for task in tasks:
+        if task not in HOLDOUT_TASKS:
+            raise ValueError(f"{task!r} is not a holdout task; expected some of {HOLDOUT_TASKS}")
+        rows = table.filter(pc.and_(pc.equal(table["task"], task), pc.equal(table["split"], split)))
+        rows = rows.sort_by("uid")
+        out.append(
+            TaskExamples(
+                task,
+                rows["uid"].to_numpy().astype(np.int64),
+                Ragged.from_arrow(rows["history_items"]),
+                Ragged.from_arrow(rows["targets"]).distinct(),
+            )
+        )
+    return out
+
+
+def gts_examples(
+    examples: pa.Table,
+    sequences: pa.Table,
+    window: str = "test",
+    feedback: str = "listen_plus",
+    tasks: Sequence[str] = GTS_TASKS,
+) -> list[TaskExamples]:
+    """Per task, the ``gts_examples`` rows of (window, feedback) joined to the users' lh rows."""
+    _check_columns(examples, "gts_examples", ("uid", "window", "feedback", "task", "targets"))
+    _check_columns(sequences, "sequences", ("protocol", "uid", "name", "k", "items"))
+    protocol = f"gts_{window}_{feedback}"
+    chosen = examples.filter(
+        pc.and_(pc.equal(examples["window"], window), pc.equal(examples["feedback"], feedback))
+    )
+    out = []
+    for task in tasks:
+        if task not in GTS_TASKS:
+            raise ValueError(f"{task!r} is not a GTS task; expected some of {GTS_TASKS}")
+        rows = chosen.filter(pc.equal(chosen["task"], task)).sort_by("uid")
+        uids = rows["uid"].to_numpy().astype(np.int64)
+        lh = sequences.filter(
+            pc.and_(
+                pc.and_(
+                    pc.equal(sequences["protocol"], protocol),
+                    pc.equal(sequences["name"], f"lh_{TASK_DOMAIN[task]}"),
+                ),
+                pc.equal(sequences["k"], 1),
+            )
+        )
+        lh_uids = lh["uid"].to_numpy().astype(np.int64)
+        if len(np.unique(lh_uids)) != len(lh_uids):
+            raise ValueError(
+                f"sequences has several lh_{TASK_DOMAIN[task]} rows for one user under {protocol}"
+            )
+        # Users without an lh row (e.g. no mapped artist) get an empty history.
+        order = np.argsort(lh_uids)
+        pos = ItemIndex(lh_uids[order]).to_dense(uids)
+        history = Ragged.from_arrow(lh["items"]).take(np.where(pos >= 0, order[pos.clip(min=0)], -1))
+        out.append(TaskExamples(task, uids, history, Ragged.from_arrow(rows["targets"]).distinct()))
+    return out
+
+
+def load_holdout(
+    lake_root: str, dataset: str, split: str = "test", tasks: Sequence[str] = HOLDOUT_TASKS
+) -> list[TaskExamples]:
+    table = read_table(lake_root, dataset, "holdout_examples", [("split", "=", split)])
+    return holdout_examples(table, split, tasks)
+
+
+def load_gts(
+    lake_root: str,
+    dataset: str,
+    window: str = "test",
+    feedback: str = "listen_plus",
+    tasks: Sequence[str] = GTS_TASKS,
+) -> list[TaskExamples]:
+    examples = read_table(
+        lake_root, dataset, "gts_examples", [("window", "=", window), ("feedback", "=", feedback)]
+    )
+    sequences = read_table(
+        lake_root,
+        dataset,
+        "sequences",
+        [("protocol", "=", f"gts_{window}_{feedback}"), ("name", "in", ["lh_track", "lh_artist"])],
+    )
+    return gts_examples(examples, sequences, window, feedback, tasks)
+
+
+def train_sequences(
+    lake_root: str, dataset: str, protocol: str = "holdout", name: str = "lh_track", k: int = 1
+) -> list[np.ndarray]:
+    """Training sequences (raw ids, by uid) of ``protocol``: holdout train users, or every GTS user."""
+    table = read_table(
+        lake_root,
+        dataset,
+        "sequences",
+        [("protocol", "=", protocol), ("name", "=", name), ("k", "=", k), ("split", "=", "train")],
+    ).sort_by("uid")
+    return Ragged.from_arrow(table["items"]).to_lists()
+
+
+def model_inputs(model: FittedModel, history: Ragged) -> Ragged:
+    """Each user's input in the model's training domain, as dense indices of the model."""
+    kind, _ = parse_name(model.sequence)
+    # The batched form of derive_items: each row is one user's history.
+    derived = history.keep(sequence_mask(history.row_ids(), history.values, kind, model.k))
+    return model.items.map_rows(derived)[0]
+
+
+def shuffled(inputs: Ragged, uids: np.ndarray, seed: int) -> Ragged:
+    """Each row permuted uniformly by a generator seeded with (seed, uid), so batch order is irrelevant."""
+    values = inputs.values.copy()
+    for i, uid in enumerate(uids):
+        lo, hi = inputs.offsets[i], inputs.offsets[i + 1]
+        values[lo:hi] = np.random.default_rng([seed, int(uid)]).permutation(values[lo:hi])
+    return Ragged(values, inputs.offsets)
+
+
+def _score_fn(model: FittedModel, inputs: Ragged) -> ScoreFn:
+    def score(start: int, stop: int) -> torch.Tensor:
+        return model.scorer.score(inputs.rows(start, stop).to_lists())
+
+    return score
+
+
+def rank_task(
+    model: FittedModel,
+    ex: TaskExamples,
+    k: int,
+    batch_size: int | None = None,
+    shuffle_seed: int | None = None,
+) -> np.ndarray:
+    """Raw item ids (n_users, k), padded -1, that ``model`` recommends on ``ex.task``."""
+    inputs = model_inputs(model, ex.history)
+    if shuffle_seed is not None:
+        inputs = shuffled(inputs, ex.uids, shuffle_seed)
+    filters = model.items.map_rows(ex.history)[0] if task_filter(ex.task) else inputs
+    batch_size = batch_size or default_batch_size(len(model.items))
+    dense = rank_users(_score_fn(model, inputs), filters, ex.task, k, batch_size)
+    return model.items.to_raw(dense)
+
+
+def predictions(model: FittedModel, examples: Sequence[TaskExamples], k: int = 100) -> pa.Table:
+    """The model's rankings as an external-predictions table (uid, task, items)."""
+    parts = []
+    for ex in examples:
+        if not model.runs_on(ex.task):
+            continue
+        ranked = rank_task(model, ex, k)
+        items = [row[row >= 0] for row in ranked]
+        parts.append(
+            pa.table(
+                {
+                    "uid": pa.array(ex.uids, pa.int64()),
+                    "task": pa.array([ex.task] * len(ex.uids), pa.string()),
+                    "items": pa.array(items, pa.list_(pa.int64())),
+                },
+                schema=PREDICTION_SCHEMA,
+            )
+        )
+    return pa.concat_tables(parts) if parts else PREDICTION_SCHEMA.empty_table()
+
+
+def _sample_negatives(rng: np.random.Generator, n_items: int, forbidden: np.ndarray, n: int) -> np.ndarray:
+    """Up to ``n`` distinct items drawn uniformly from those not in ``forbidden`` (sorted)."""
+    n = min(n, n_items - len(forbidden))
+    picked = np.zeros(0, dtype=np.int64)
+    while len(picked) < n:
+        draw = rng.integers(0, n_items, size=2 * n + len(forbidden))
+        allowed = draw[~np.isin(draw, forbidden)]
+        # First occurrences of an i.i.d. uniform stream are a uniform sample without replacement.
+        merged = np.concatenate([picked, allowed])
+        _, first = np.unique(merged, return_index=True)
+        picked = merged[np.sort(first)]
+    return picked[:n]
+
+
+def sampled_hit_rates(model: FittedModel, ex: TaskExamples, options: EvalOptions) -> dict[int, np.ndarray]:
+    """Sampled HR@k per evaluated user (those with targets), for each k of ``sampled_ks``.
+
+    For every (user, distinct target item) the target is ranked among ``sampled_n`` items
+    drawn uniformly from the model's catalogue minus the user's history and targets; ties
+    are broken by item id. A target the model does not know is a miss. A user's HR@k is
+    the mean over their target items, so every user weighs the same.
+    """
+    inputs = model_inputs(model, ex.history)
+    known_history = model.items.map_rows(ex.history)[0]
+    evaluated = ex.targets.lengths > 0
+    n_items = len(model.items)
+    hits = {k: np.zeros(int(evaluated.sum())) for k in options.sampled_ks}
+    batch = options.batch_size or default_batch_size(n_items)
+    slot = 0
+    for start in range(0, len(ex.uids), batch):
+        stop = min(start + batch, len(ex.uids))
+        scores = model.scorer.score(inputs.rows(start, stop).to_lists()).cpu().numpy()
+        for u in range(start, stop):
+            if not evaluated[u]:
+                continue
+            targets = model.items.to_dense(ex.targets[u])
+            forbidden = np.union1d(known_history[u], targets[targets >= 0])
+            rng = np.random.default_rng([options.sampled_seed, int(ex.uids[u])])
+            ranks = np.full(len(targets), np.inf)
+            row = scores[u - start]
+            for j, t in enumerate(targets):
+                if t < 0:
+                    continue
+                neg = _sample_negatives(rng, n_items, forbidden, options.sampled_n)
+                s_neg, s_t = row[neg], row[t]
+                ranks[j] = np.sum(s_neg > s_t) + np.sum((s_neg == s_t) & (neg < t))
+            for k in options.sampled_ks:
+                hits[k][slot] = np.mean(ranks < k)
+            slot += 1
+    return hits
+
+
+def _rows(
+    model: str, ex: TaskExamples, protocol: str, split: str, variant: str, values: dict, base: dict
+) -> list[dict]:
+    return [
+        {
+            "model": model,
+            "task": ex.task,
+            "protocol": protocol,
+            "split": split,
+            "variant": variant,
+            "metric": metric,
+            "k": k,
+            "value": value,
+            **base,
+        }
+        for (metric, k), value in values.items()
+    ]
+
+
+def evaluate_task(
+    model: FittedModel, ex: TaskExamples, protocol: str, split: str, options: EvalOptions = EvalOptions()
+) -> list[dict]:
+    """Tidy result rows of one model on one task."""
+    width = max(options.ks)
+    inputs = model_inputs(model, ex.history)
+    known = model.items.to_dense(ex.targets.values) >= 0
+    ranked = rank_task(model, ex, width, options.batch_size)
+    result = compute_metrics(ranked, ex.targets, options.ks, options.metrics)
+    base = {
+        "users_evaluated": result.n_evaluated,
+        "users_skipped": result.skipped_empty_targets,
+        "skipped_empty_targets": result.skipped_empty_targets,
+        "users_empty_input": int((inputs.lengths[result.evaluated] == 0).sum()),
+        "unknown_target_items": int((~known).sum()),
+    }
+    full = result.mean()
+    for k in options.ks:
+        full[("coverage", k)] = coverage(ranked[result.evaluated], k, len(model.items))
+    rows = _rows(model.name, ex, protocol, split, "full", full, base)
+    if options.shuffle_seed is not None:
+        ranked_s = rank_task(model, ex, width, options.batch_size, options.shuffle_seed)
+        shuf = compute_metrics(ranked_s, ex.targets, options.ks, options.metrics).mean()
+        for k in options.ks:
+            shuf[("coverage", k)] = coverage(ranked_s[result.evaluated], k, len(model.items))
+        change = {key: (v - full[key]) / full[key] if full[key] else math.nan for key, v in shuf.items()}
+        rows += _rows(model.name, ex, protocol, split, "shuffled", shuf, base)
+        rows += _rows(model.name, ex, protocol, split, "shuffle_change", change, base)
+    if options.sampled and task_filter(ex.task) != "only":
+        hits = sampled_hit_rates(model, ex, options)
+        sampled = {("hr", k): float(v.mean()) if len(v) else math.nan for k, v in hits.items()}
+        rows += _rows(model.name, ex, protocol, split, "sampled", sampled, base)
+    return rows
+
+
+def evaluate(
+    models: Sequence[FittedModel],
+    examples: Sequence[TaskExamples],
+    protocol: str,
+    split: str,
+    options: EvalOptions = EvalOptions(),
+) -> pd.DataFrame:
+    """Every model on every task it runs on, as one tidy table (columns RESULT_COLUMNS).
+
+    Tasks without any example row produce no rows (rather than rows of NaN).
+    """
+    rows = []
+    for model in models:
+        for ex in examples:
+            if len(ex.uids) and model.runs_on(ex.task):
+                rows += evaluate_task(model, ex, protocol, split, options)
+    return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+
+
+def evaluate_holdout(
+    models: Sequence[FittedModel],
+    lake_root: str,
+    dataset: str,
+    split: str = "test",
+    tasks: Sequence[str] = HOLDOUT_TASKS,
+    options: EvalOptions = EvalOptions(),
+) -> pd.DataFrame:
+    return evaluate(models, load_holdout(lake_root, dataset, split, tasks), "holdout", split, options)
+
+
+def evaluate_gts(
+    models: Sequence[FittedModel],
+    lake_root: str,
+    dataset: str,
+    window: str = "test",
+    feedback: str = "listen_plus",
+    tasks: Sequence[str] = GTS_TASKS,
+    options: EvalOptions = EvalOptions(),
+) -> pd.DataFrame:
+    examples = load_gts(lake_root, dataset, window, feedback, tasks)
+    return evaluate(models, examples, f"gts_{window}_{feedback}", window, options)
+
+
+def format_results(df: pd.DataFrame, digits: int = 4) -> str:
+    """One line per (model, protocol, split, task, variant), one column per metric@k."""
+    if df.empty:
+        return "(no results)"
+    keys = ["model", "protocol", "split", "task", "variant"]
+    wide = df.assign(col=df["metric"] + "@" + df["k"].astype(str)).pivot_table(
+        index=keys, columns="col", values="value", aggfunc="first", sort=False
+    )
+    users = df.groupby(keys, sort=False)[["users_evaluated", "users_skipped"]].first()
+    return wide.round(digits).join(users).reset_index().to_string(index=False)
+
+
+def _metric_name(name: str) -> str:
+    # MLflow metric names allow only alphanumerics, _ - . space : and /.
+    return re.sub(r"[^/\w.\- :]", "_", name)
+
+
+def log_results(df: pd.DataFrame, prefix: str = "", artifact_file: str = "evaluation/results.csv") -> None:
+    """Log each value to the active MLflow run as ``<split>/<task>/<metric>_at_<k>`` and the table as CSV.
+
+    ``@`` is not allowed in MLflow metric names, hence ``ndcg_at_100``. Variants other than
+    ``full`` insert their name (``test/T1/shuffle_change/ndcg_at_100``); the model and
+    protocol lead the name when the table holds several. Non-finite values (nobody
+    evaluated, a relative change from zero) are left to the CSV.
+    """
+    import mlflow
+
+    many_models = df["model"].nunique() > 1
+    many_protocols = df["protocol"].nunique() > 1
+    metrics: dict[str, float] = {}
+    for r in df.itertuples(index=False):
+        parts = ([r.model] if many_models else []) + ([r.protocol] if many_protocols else [])
+        parts += [r.split, r.task] + ([] if r.variant == "full" else [r.variant])
+        stem = prefix + "/".join(parts)
+        if math.isfinite(r.value):
+            metrics[_metric_name(f"{stem}/{r.metric}_at_{r.k}")] = float(r.value)
+        metrics[_metric_name(f"{stem}/users_evaluated")] = float(r.users_evaluated)
+    mlflow.log_metrics(metrics)
+    mlflow.log_text(df.to_csv(index=False), artifact_file)
