@@ -131,6 +131,9 @@ class SessionsConfig(Section):
 
 
 class EvaluateConfig(Section):
+    protocols: list[Literal["holdout", "gts"]] = Field(default_factory=lambda: ["holdout", "gts"], min_length=1)
+    split: Literal["val", "test"] = "test"  # holdout split and GTS window evaluated
+    scorers: list[Literal["mostpop", "transition"]] = Field(default_factory=lambda: ["mostpop", "transition"])
     ks: list[int] = Field(default_factory=lambda: [10, 100], min_length=1)
     batch_size: int = Field(1024, ge=1)
     shuffle: bool = False
