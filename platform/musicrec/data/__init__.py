@@ -1,0 +1,1 @@
+"""Input data: the synthetic Yambda generator and readers of the Yambda layout."""
