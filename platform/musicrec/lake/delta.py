@@ -101,6 +101,20 @@ def _partition_values(rel_dir: str, partition_by: Sequence[str]) -> dict[str, st
     return {k: values[k] for k in partition_by}
 
 
+def _nullable(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_list(t):
+        return pa.list_(pa.field(t.value_field.name, _nullable(t.value_type), nullable=True))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, _nullable(f.type), nullable=True) for f in t])
+    return t
+
+
+def table_schema(df: DataFrame) -> pa.Schema:
+    """The Delta schema of ``df``: every column nullable, as Spark's own Delta writer makes it,
+    so a table's schema does not flip with Spark's inferred nullability from one run to the next."""
+    return pa.schema([pa.field(f.name, _nullable(f.type), nullable=True) for f in to_arrow_schema(df.schema)])
+
+
 def stage(
     spark: SparkSession,
     df: DataFrame,
@@ -118,7 +132,7 @@ def stage(
     """
     path = _abs(path)
     chosen = resolve_writer(spark, writer)
-    arrow_schema = to_arrow_schema(df.schema)
+    arrow_schema = table_schema(df)
     where = tuple(sorted((replace_where or {}).items()))
     if where and (mode != "overwrite" or not {k for k, _ in where} <= set(partition_by)):
         raise ValueError("replace_where needs mode='overwrite' and keys among partition_by")

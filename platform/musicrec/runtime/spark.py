@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
-from pyspark import SparkConf
 from pyspark.sql import SparkSession
 
 from musicrec.config import Config
@@ -37,8 +37,13 @@ def get_spark(config: Config, app_name: str = "musicrec") -> SparkSession:
         return active
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
     builder = SparkSession.builder.appName(app_name)
-    submitted = SparkConf().contains("spark.master")  # spark-submit puts the master in the launcher conf
+    # spark-submit starts the JVM first and hands its gateway to this Python driver; then the
+    # master and resources of the submit command must win over the config's.
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
     spark_cfg = config.runtime.spark
+    if config.runtime.profile == "local":
+        # Python workers must import musicrec: use this interpreter (the venv), not python3 on PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if not submitted:
         builder = builder.master(spark_cfg.master).config("spark.driver.memory", spark_cfg.driver_memory)
     settings = {**_LOCAL_DEFAULTS, "spark.sql.shuffle.partitions": str(spark_cfg.shuffle_partitions)}
