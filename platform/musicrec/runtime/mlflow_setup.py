@@ -27,12 +27,15 @@ def tracking_uri(config: Config) -> str:
     return f"sqlite:///{db}"
 
 
-def setup_mlflow(config: Config, experiment: str | None = None) -> str:
-    """Point MLflow at the profile's store and select ``<dataset>/<experiment>``; returns its id."""
+def setup_mlflow(config: Config, experiment: str | None = None, *, per_dataset: bool = True) -> str:
+    """Point MLflow at the profile's store and select ``<dataset>/<experiment>`` (or plain
+    ``experiment`` when ``per_dataset`` is false, e.g. ``benchmarks``); returns its id."""
     uri = tracking_uri(config)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    name = f"{config.dataset.name}/{experiment or config.mlflow.experiment}"
+    name = experiment or config.mlflow.experiment
+    if per_dataset:
+        name = f"{config.dataset.name}/{name}"
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         mlflow.set_experiment(name)
