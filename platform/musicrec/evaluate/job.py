@@ -20,6 +20,7 @@ from musicrec.config import Config
 from musicrec.errors import InputError
 from musicrec.evaluate.external import score_predictions
 from musicrec.evaluate.protocols import (
+    HOLDOUT_TASKS,
     EvalOptions,
     FittedModel,
     evaluate_gts,
@@ -46,6 +47,7 @@ TRAINING: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("fam_artist", ("T4",)),
 )
 READS = ("sequences", "holdout_examples", "gts_examples")
+PRINTED_METRICS = ("ndcg", "recall", "hr")
 
 
 def _protocols(config: Config) -> list[tuple[str, str]]:
@@ -115,7 +117,9 @@ def run_evaluate(config: Config) -> dict[str, Any]:
         versions = log_lineage(config, READS)
         for protocol, label in _protocols(config):
             for scorer_name in config.evaluate.scorers:
-                for sequence, tasks in TRAINING:
+                for sequence, all_tasks in TRAINING:
+                    # next_track / next_artist exist only in the GTS protocol.
+                    tasks = tuple(t for t in all_tasks if label != "holdout" or t in HOLDOUT_TASKS)
                     model = _fit(config, scorer_name, protocol, sequence, tasks)
                     log.info("evaluating %s on %s (%s)", model.name, label, ", ".join(tasks))
                     if label == "holdout":
@@ -129,7 +133,7 @@ def run_evaluate(config: Config) -> dict[str, Any]:
                             config.dataset.name,
                             split,
                             label,
-                            [t for t in tasks],
+                            tasks,
                             options,
                         )
                     with mlflow.start_run(run_name=f"{model.name} {label}", nested=True):
@@ -145,11 +149,18 @@ def run_evaluate(config: Config) -> dict[str, Any]:
                         )
                         if len(df):
                             log_results(df)
-                    tables.append(df)
+                    if len(df):
+                        tables.append(df)
+        if not tables:
+            raise InputError(
+                f"no evaluation examples in {config.lake.root}/{config.dataset.name} for split "
+                f"{split!r}: too few users or events for gt_size={config.holdout.gt_size}?"
+            )
         results = pd.concat(tables, ignore_index=True)
         log_results(results, prefix="all/")
-        text = format_results(results)
-        mlflow.log_text(text, "evaluation/results.txt")
+        mlflow.log_text(format_results(results), "evaluation/results.txt")
+        # The printed table keeps the headline metrics; every metric is in MLflow.
+        text = format_results(results[results["metric"].isin(PRINTED_METRICS)])
         relative = relative_to_general(results)
         mlflow.log_text(relative.to_csv(index=False), "evaluation/on_task_vs_general.csv")
         mlflow.log_figure(_plot(results, max(config.evaluate.ks)), "evaluation/ndcg.png")

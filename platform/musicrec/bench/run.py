@@ -1,0 +1,93 @@
+"""``musicrec bench <name>``: run a benchmark of spec/performance.md, print it, log it to MLflow.
+
+Each benchmark compares two things in the same run on the same machine and reports the ratio;
+absolute figures are logged for reference but never asserted (these machines are shared and noisy).
+Results go to the MLflow experiment ``benchmarks``: parameters (sizes, cores, versions), metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import platform as py_platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from musicrec.config import Config
+from musicrec.errors import InputError
+from musicrec.runtime.mlflow_setup import setup_mlflow
+
+DEFAULT_SIZES = {"generate": "yambda-50m", "preprocess": "1M,10M", "evaluate": "10000"}
+
+
+def _count(text: str) -> int:
+    """``47M`` / ``10k`` / ``1000000`` -> int."""
+    scale = {"k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
+    text = text.strip().lower()
+    try:
+        return int(float(text[:-1]) * scale[text[-1]]) if text[-1] in scale else int(text)
+    except (ValueError, IndexError):
+        raise InputError(f"benchmark size {text!r} is not a count such as 1000000, 10M or 47M") from None
+
+
+def _versions() -> dict[str, str]:
+    import pyspark
+    import torch
+
+    return {
+        "python": py_platform.python_version(),
+        "pyspark": pyspark.__version__,
+        "torch": torch.__version__,
+    }
+
+
+def _generate(size: str, workdir: Path) -> dict[str, Any]:
+    from musicrec.data.generator import PRESETS, bench_generate
+
+    if size not in PRESETS:
+        raise InputError(f"generate benchmark sizes are presets: {', '.join(PRESETS)}; got {size!r}")
+    return bench_generate(size, workdir / "generated")
+
+
+def _preprocess(size: str, workdir: Path) -> dict[str, Any]:
+    from musicrec.bench.preprocess import bench_preprocess
+
+    return bench_preprocess(_count(size), workdir=workdir / "preprocess")
+
+
+def _evaluate(size: str, workdir: Path) -> dict[str, Any]:
+    from musicrec.evaluate.ranking import bench_evaluate
+
+    out: dict[str, Any] = {}
+    for task in ("T1", "T2", "next_track"):
+        for key, value in bench_evaluate(n_users=_count(size), task=task).items():
+            out[f"{task}.{key}"] = value
+    return out
+
+
+RUNNERS = {"generate": _generate, "preprocess": _preprocess, "evaluate": _evaluate}
+
+
+def run_bench(config: Config, name: str, sizes: str = "") -> dict[str, Any]:
+    if name not in RUNNERS:
+        raise InputError(f"unknown benchmark {name!r}; choose one of {', '.join(RUNNERS)}")
+    setup_mlflow(config, "benchmarks", per_dataset=False)
+    results: dict[str, Any] = {}
+    for size in (sizes or DEFAULT_SIZES[name]).split(","):
+        workdir = Path(tempfile.mkdtemp(prefix=f"musicrec-bench-{name}-"))
+        try:
+            with mlflow.start_run(run_name=f"{name} {size}"):
+                figures = RUNNERS[name](size, workdir)
+                mlflow.log_params({"benchmark": name, "size": size, "cores": os.cpu_count(), **_versions()})
+                mlflow.log_metrics({k: float(v) for k, v in figures.items() if isinstance(v, int | float)})
+                mlflow.log_dict(figures, "figures.json")
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        print(f"\n{name} @ {size}")
+        for key, value in figures.items():
+            print(f"  {key:<32} {value}")
+        results[size] = figures
+    return {"benchmark": name, "sizes": list(results)}
