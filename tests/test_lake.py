@@ -145,3 +145,16 @@ def test_table_paths_follow_the_contract():
     assert table_path("s3://b/lake/", "yambda-50m", "sequences") == "s3://b/lake/yambda-50m/sequences"
     with pytest.raises(ValueError, match="unknown table"):
         table_path("lake", "d", "sequence")
+
+
+@pytest.mark.parametrize("partition_by", [None, ["k"]], ids=["flat", "partitioned"])
+def test_spark_reads_tables_written_by_other_engines(spark, tmp_path, partition_by):
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    path = str(tmp_path / "t")
+    data = pa.table({"uid": pa.array([1, 2, 3], pa.int32()), "k": pa.array([1, 3, 1], pa.int32()),
+                     "items": pa.array([[1], [], [2, 3]], pa.list_(pa.int32()))})
+    write_deltalake(path, data, partition_by=partition_by)
+    rows = sorted(tuple(r) for r in delta.read_table(spark, path).collect())
+    assert rows == [(1, 1, [1]), (2, 3, []), (3, 1, [2, 3])]

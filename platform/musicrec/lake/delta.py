@@ -247,11 +247,14 @@ def read_table(spark: SparkSession, path: str, *, version: int | None = None) ->
     spark_schema = from_arrow_schema(pa.schema(dt.schema().to_arrow()))
     by_write: dict[str, list[str]] = {}
     for add_path in dt.get_add_actions(flatten=True).column("path").to_pylist():
+        # Our writes sit in one w-<id> folder each; other writers (delta-rs, Polars) put files
+        # and col=value folders at the table root, which is then the base for partition discovery.
         top = add_path.split("/", 1)[0]
-        by_write.setdefault(top, []).append(posixpath.join(path, add_path))
+        base = top if top.startswith(_STAGE_PREFIX) and "/" in add_path else ""
+        by_write.setdefault(base, []).append(posixpath.join(path, add_path))
     frames = [
-        spark.read.option("basePath", posixpath.join(path, top)).schema(spark_schema).parquet(*files)
-        for top, files in sorted(by_write.items())
+        spark.read.option("basePath", posixpath.join(path, base) if base else path).schema(spark_schema).parquet(*files)
+        for base, files in sorted(by_write.items())
     ]
     if not frames:
         return spark.createDataFrame([], spark_schema)
