@@ -1,0 +1,1 @@
+"""Benchmarks (spec performance.md): each compares two implementations in the same run."""

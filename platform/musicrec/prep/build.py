@@ -1,0 +1,293 @@
+"""The one shuffle by user, and per-user work over whole partitions with ``mapInArrow``.
+
+Events are hash-partitioned by ``uid`` once and sorted within partitions by the canonical
+order ``(uid, timestamp, item_id)`` (spec tasks-and-splits.md §1). Every per-user step after
+that (window filters, sequences, examples) keeps that partitioning and order, so Spark adds
+no further exchange or sort; :func:`map_users` still asks for the sort explicitly, which
+Spark drops when the order is already known and performs when it is not.
+
+Inside a partition, :func:`user_chunks` buffers Arrow batches until they hold at least
+``chunk_rows`` rows and cuts at the last user boundary: a user's events may span Arrow
+batches, but a chunk only ever holds complete users. Memory per Python worker is bounded
+by one chunk plus one user's events. Each chunk becomes one :class:`Histories`, and
+:func:`musicrec.prep.sequences.sequence_mask` runs vectorised over all its users at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from musicrec.prep.sequences import DOMAINS, KINDS, Domain, sequence_mask
+
+ORDER: tuple[str, ...] = ("uid", "timestamp", "item_id")
+# Event codes of the internal stream: holdout listens (after the consumption filter) and the
+# GTS feedback events share the one shuffle and are told apart by this code.
+HOLDOUT_LISTEN, LISTEN_PLUS, LIKE, UNLIKE = 0, 1, 2, 3
+SEQUENCES_DDL = (
+    "protocol string, uid int, name string, k int, split string, "
+    "items array<int>, timestamps array<long>, positions array<int>"
+)
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+DEFAULT_CHUNK_ROWS = 1 << 17
+
+
+def to_stream(events: DataFrame, code: int | Column) -> DataFrame:
+    """Events in the internal stream layout; an unmapped artist becomes -1 ("no item" in sequences.py)."""
+    return events.select(
+        F.col("uid").cast("int"),
+        F.col("timestamp").cast("long"),
+        F.col("item_id").cast("int"),
+        F.coalesce(F.col("artist_id").cast("int"), F.lit(-1)).alias("artist_id"),
+        (F.lit(code) if isinstance(code, int) else code).cast("tinyint").alias("code"),
+    )
+
+
+def partition_by_user(stream: DataFrame, n_partitions: int) -> DataFrame:
+    """The one shuffle: all events of a user in one partition, in canonical order."""
+    return stream.repartition(n_partitions, "uid").sortWithinPartitions(*ORDER)
+
+
+@dataclass(frozen=True)
+class Histories:
+    """Ordered event histories of the users of one chunk, stored flat.
+
+    ``group`` is the user index (into ``uid``) of each row, non-decreasing; a user's rows are
+    contiguous and in canonical order. ``position`` is each row's index in its user's
+    history; :meth:`select` keeps the user indices and recomputes positions, so histories
+    derived from one chunk (holdout, GTS train, GTS window) stay aligned user by user.
+    """
+
+    uid: np.ndarray  # int32 per user
+    group: np.ndarray  # int64 per row
+    timestamp: np.ndarray  # int64
+    item: np.ndarray  # int32
+    artist: np.ndarray  # int32, -1 = unmapped
+    code: np.ndarray  # int8
+    position: np.ndarray  # int32
+
+    @property
+    def n_users(self) -> int:
+        return len(self.uid)
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> Histories:
+        """A chunk of complete users; fails loudly if Spark did not deliver canonical order."""
+        cols = {
+            name: table.column(name).to_numpy()
+            for name in ("uid", "timestamp", "item_id", "artist_id", "code")
+        }
+        uid_rows = cols["uid"]
+        n = len(uid_rows)
+        starts = np.ones(n, dtype=bool)
+        starts[1:] = uid_rows[1:] != uid_rows[:-1]
+        group = np.cumsum(starts) - 1
+        ts, item = cols["timestamp"], cols["item_id"]
+        same_user = ~starts[1:]
+        backwards = (uid_rows[1:] < uid_rows[:-1]) | (
+            same_user & ((ts[1:] < ts[:-1]) | ((ts[1:] == ts[:-1]) & (item[1:] < item[:-1])))
+        )
+        if backwards.any():
+            raise RuntimeError(
+                "events reached the per-user step out of canonical (uid, timestamp, item_id) order"
+            )
+        return cls(
+            uid=uid_rows[starts].astype(np.int32),
+            group=group.astype(np.int64),
+            timestamp=ts.astype(np.int64),
+            item=item.astype(np.int32),
+            artist=cols["artist_id"].astype(np.int32),
+            code=cols["code"].astype(np.int8),
+            position=_positions(group),
+        )
+
+    def select(self, mask: np.ndarray) -> Histories:
+        """Rows where ``mask`` holds, positions renumbered within each user."""
+        group = self.group[mask]
+        return Histories(
+            uid=self.uid,
+            group=group,
+            timestamp=self.timestamp[mask],
+            item=self.item[mask],
+            artist=self.artist[mask],
+            code=self.code[mask],
+            position=_positions(group),
+        )
+
+    def items(self, domain: Domain) -> np.ndarray:
+        return self.item if domain == "track" else self.artist
+
+    def user_rows(self) -> np.ndarray:
+        """Number of rows of each user."""
+        return np.bincount(self.group, minlength=self.n_users)
+
+
+def _positions(group: np.ndarray) -> np.ndarray:
+    return (np.arange(len(group)) - np.searchsorted(group, group, side="left")).astype(np.int32)
+
+
+def user_chunks(
+    batches: Iterable[pa.RecordBatch], chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> Iterator[pa.Table]:
+    """Regroup one partition's Arrow batches (sorted by uid) into tables of complete users."""
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    last_uid: int | None = None
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        first = batch.column("uid")[0].as_py()
+        if last_uid is not None and first < last_uid:
+            raise RuntimeError("partition not sorted by uid: a user's events would be split")
+        last_uid = batch.column("uid")[-1].as_py()
+        pending.append(batch)
+        rows += batch.num_rows
+        if rows < chunk_rows:
+            continue
+        table = pa.Table.from_batches(pending).combine_chunks()
+        uid = table.column("uid").to_numpy()
+        # The last user may continue in the next batch: hold it back.
+        cut = int(np.searchsorted(uid, uid[-1], side="left"))
+        if cut:
+            yield table.slice(0, cut)
+        tail = table.slice(cut)
+        pending, rows = tail.to_batches(), tail.num_rows
+    if rows:
+        yield pa.Table.from_batches(pending).combine_chunks()
+
+
+ChunkFn = Callable[[Histories], Iterator[pa.RecordBatch]]
+
+
+def map_users(stream: DataFrame, fn: ChunkFn, schema: str) -> DataFrame:
+    """Run ``fn`` over chunks of complete users of a user-partitioned stream."""
+    rows = DEFAULT_CHUNK_ROWS  # read at each call, so a test can shrink chunks to split users across batches
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for table in user_chunks(batches, rows):
+            yield from fn(Histories.from_table(table))
+
+    return stream.sortWithinPartitions(*ORDER).mapInArrow(run, schema)
+
+
+def ragged(group: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """For rows sorted by user: the users that have rows, and int32 list offsets into the rows."""
+    counts = np.bincount(group, minlength=n_users)
+    users = np.flatnonzero(counts)
+    offsets = np.zeros(len(users) + 1, dtype=np.int32)
+    np.cumsum(counts[users], out=offsets[1:])
+    return users, offsets
+
+
+def list_array(offsets: np.ndarray, values: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, value_type))
+
+
+def constant(value: str | int, n: int, type_: pa.DataType) -> pa.Array:
+    return pa.repeat(pa.scalar(value, type_), n)
+
+
+def split_labels(codes: np.ndarray) -> pa.Array:
+    return pc.take(pa.array(SPLITS), pa.array(codes, pa.int8()))
+
+
+def sequence_masks(h: Histories, domain: Domain, ks: Iterable[int]) -> Iterator[tuple[str, int, np.ndarray]]:
+    """(name, k, mask) of every sequence of ``domain`` for all users of ``h`` at once.
+
+    k-condensation is a filter on a sequence by the item's count in the history, so the
+    k-condensed ``disc``/``fam`` masks are the k = 1 masks and-ed with the k-condensed ``lh``
+    mask; all masks come from :func:`sequence_mask`, with 2 + len(ks) calls per domain
+    instead of 3 * len(ks).
+    """
+    items = h.items(domain)
+    base = {kind: sequence_mask(h.group, items, kind, 1) for kind in KINDS if kind != "lh"}
+    for k in ks:
+        condensed = sequence_mask(h.group, items, "lh", k)
+        for kind in KINDS:
+            yield f"{kind}_{domain}", k, condensed if kind == "lh" else base[kind] & condensed
+
+
+def sequence_batches(
+    h: Histories, protocol: str, split_codes: np.ndarray, ks: Iterable[int]
+) -> Iterator[pa.RecordBatch]:
+    """Rows of the ``sequences`` table for every user of ``h`` with a non-empty sequence.
+
+    ``split_codes`` gives each user's split (index into :data:`SPLITS`). Empty sequences get
+    no row; their users are counted in the stats instead.
+    """
+    ks = tuple(ks)
+    for domain in DOMAINS:
+        for name, k, mask in sequence_masks(h, domain, ks):
+            rows = np.flatnonzero(mask)
+            users, offsets = ragged(h.group[rows], h.n_users)
+            n = len(users)
+            if n == 0:
+                continue
+            yield pa.RecordBatch.from_arrays(
+                [
+                    constant(protocol, n, pa.string()),
+                    pa.array(h.uid[users], pa.int32()),
+                    constant(name, n, pa.string()),
+                    constant(k, n, pa.int32()),
+                    split_labels(split_codes[users]),
+                    list_array(offsets, h.items(domain)[rows], pa.int32()),
+                    list_array(offsets, h.timestamp[rows], pa.int64()),
+                    list_array(offsets, h.position[rows], pa.int32()),
+                ],
+                names=["protocol", "uid", "name", "k", "split", "items", "timestamps", "positions"],
+            )
+
+
+# The examples pass emits every small output in one multiplexed layout (``tag`` says which):
+# user splits, holdout and GTS examples, and partial counts for the stats table, so one
+# cached result feeds several tables.
+OUTPUT_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
+    ("tag", pa.string()),
+    ("uid", pa.int32()),
+    ("split", pa.string()),
+    ("task", pa.string()),
+    ("window", pa.string()),
+    ("feedback", pa.string()),
+    ("history_items", pa.list_(pa.int32())),
+    ("history_timestamps", pa.list_(pa.int64())),
+    ("targets", pa.list_(pa.int32())),
+    ("section", pa.string()),
+    ("name", pa.string()),
+    ("detail", pa.string()),
+    ("value", pa.int64()),
+)
+OUTPUTS_DDL = (
+    "tag string, uid int, split string, task string, window string, feedback string, "
+    "history_items array<int>, history_timestamps array<long>, targets array<int>, "
+    "section string, name string, detail string, value long"
+)
+OUTPUT_SCHEMA = pa.schema(OUTPUT_FIELDS)
+
+
+def output_batch(tag: str, n: int, **columns: pa.Array) -> pa.RecordBatch:
+    """A batch of the multiplexed layout; columns not given are null."""
+    arrays = [
+        constant(tag, n, pa.string()) if name == "tag" else columns.get(name, pa.nulls(n, type_))
+        for name, type_ in OUTPUT_FIELDS
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=OUTPUT_SCHEMA)
+
+
+def count_batch(section: str, counts: dict[str, int], detail: dict[str, str] | None = None) -> pa.RecordBatch:
+    """Partial counts of one chunk; the job sums them per (section, name, detail)."""
+    names = list(counts)
+    detail = detail or {}
+    return output_batch(
+        "count",
+        len(names),
+        section=constant(section, len(names), pa.string()),
+        name=pa.array(names, pa.string()),
+        detail=pa.array([detail.get(n, "") for n in names], pa.string()),
+        value=pa.array([int(counts[n]) for n in names], pa.int64()),
+    )
