@@ -17,7 +17,6 @@ from pydantic import ValidationError
 
 from musicrec.config.schema import Config
 
-
 # A profile marks a value the user must supply (e.g. the cluster's lake root) with this.
 MISSING = "???"
 
