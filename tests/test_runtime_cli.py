@@ -11,6 +11,7 @@ import pytest
 
 from musicrec.cli import PLANNED, VERBS, main
 from musicrec.config import load_config
+from musicrec.errors import InputError
 from musicrec.runtime.mlflow_setup import setup_mlflow, tracking_uri
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,3 +85,16 @@ def test_local_ray_starts_in_process():
         assert ray.get(ray.remote(lambda x: x * 2).remote(21)) == 42
     finally:
         ray.shutdown()
+
+
+def test_bench_runner_logs_to_the_benchmarks_experiment(tmp_path):
+    from musicrec.bench.run import run_bench
+
+    config = load_config(overrides=[f"mlflow.local_dir={tmp_path / 'ml'}"])
+    assert run_bench(config, "generate", "tiny") == {"benchmark": "generate", "sizes": ["tiny"]}
+    runs = mlflow.search_runs(experiment_names=["benchmarks"])
+    assert len(runs) == 1
+    assert runs["params.size"][0] == "tiny" and runs["params.benchmark"][0] == "generate"
+    assert runs["metrics.events"][0] > 0 and runs["metrics.events_per_s"][0] > 0
+    with pytest.raises(InputError, match="presets"):
+        run_bench(config, "generate", "huge")
