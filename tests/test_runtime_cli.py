@@ -52,7 +52,9 @@ def test_a_bad_config_fails_before_any_work(tmp_path):
     assert not lake.exists()
 
 
-def test_local_mlflow_is_sqlite_under_the_configured_folder(tmp_path):
+def test_local_mlflow_is_sqlite_under_the_configured_folder(tmp_path, monkeypatch):
+    # MLflow exports this on set_tracking_uri; the local profile must not follow another run's store.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
     config = load_config(overrides=[f"mlflow.local_dir={tmp_path / 'ml'}", "dataset.name=ds", "mlflow.experiment=exp"])
     assert tracking_uri(config) == f"sqlite:///{tmp_path / 'ml' / 'mlflow.db'}"
     experiment_id = setup_mlflow(config)

@@ -16,11 +16,16 @@ from musicrec.config import Config
 
 
 def tracking_uri(config: Config) -> str:
+    """``mlflow.tracking_uri`` if set; else cluster: ``MLFLOW_TRACKING_URI``; local: the SQLite file.
+
+    The local profile deliberately ignores ``MLFLOW_TRACKING_URI``: MLflow itself exports it on
+    every ``set_tracking_uri``, so honouring it would send one run's results to another's store.
+    """
     if config.mlflow.tracking_uri:
         return config.mlflow.tracking_uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
     if config.runtime.profile == "cluster":
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            return os.environ["MLFLOW_TRACKING_URI"]
         raise ValueError("runtime.profile=cluster needs mlflow.tracking_uri or MLFLOW_TRACKING_URI (an MLflow server)")
     db = Path(config.mlflow.local_dir).resolve() / "mlflow.db"
     db.parent.mkdir(parents=True, exist_ok=True)
