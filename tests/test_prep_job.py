@@ -149,7 +149,7 @@ def _alive_workers(webui_port: int) -> int:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{webui_port}/json/", timeout=2) as r:
             return int(json.load(r).get("aliveworkers", 0))
-    except OSError:
+    except (OSError, ValueError):  # not listening yet, or still serving its HTML page while starting
         return 0
 
 
