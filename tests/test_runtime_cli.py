@@ -100,3 +100,11 @@ def test_bench_runner_logs_to_the_benchmarks_experiment(tmp_path):
     assert runs["metrics.events"][0] > 0 and runs["metrics.events_per_s"][0] > 0
     with pytest.raises(InputError, match="presets"):
         run_bench(config, "generate", "huge")
+
+
+def test_overrides_after_options_reach_every_verb(capsys):
+    assert main(["config", "show", "--config", str(ROOT / "conf/local.yaml"), "seed=11"]) == 0
+    assert "seed: 11" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["config", "show", "--config", str(ROOT / "conf/local.yaml"), "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -134,7 +134,14 @@ def _cli_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # argparse binds every positional at the first run of them, so in `bench generate --config F k=v`
+    # the overrides after the option are left over: they are still overrides; anything else is an error.
+    args, rest = parser.parse_known_args(argv)
+    stray = [a for a in rest if a.startswith("-") or "=" not in a]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    args.overrides = [*args.overrides, *rest]
     if args.verb in PLANNED:
         print(f"musicrec {args.verb}: {PLANNED[args.verb]} is not built yet", file=sys.stderr)
         return 3
