@@ -22,11 +22,11 @@ from musicrec.evaluate.external import score_predictions
 from musicrec.evaluate.protocols import (
     HOLDOUT_TASKS,
     EvalOptions,
-    FittedModel,
-    evaluate_gts,
-    evaluate_holdout,
+    evaluate,
     fit_model,
     format_results,
+    load_gts,
+    load_holdout,
     log_results,
     train_sequences,
 )
@@ -59,14 +59,6 @@ def _protocols(config: Config) -> list[tuple[str, str]]:
         else:
             out += [(f"gts_{config.evaluate.split}_{fb}", fb) for fb in config.gts.feedbacks]
     return out
-
-
-def _fit(
-    config: Config, scorer_name: str, protocol: str, sequence: str, tasks: tuple[str, ...]
-) -> FittedModel:
-    scorer: Scorer = SCORERS[scorer_name]()
-    train = train_sequences(config.lake.root, config.dataset.name, protocol, sequence, 1)
-    return fit_model(f"{scorer_name}[{sequence}]", scorer, train, sequence=sequence, tasks=tasks)
 
 
 def relative_to_general(df: pd.DataFrame) -> pd.DataFrame:
@@ -116,33 +108,30 @@ def run_evaluate(config: Config) -> dict[str, Any]:
     with mlflow.start_run(run_name="evaluate") as parent:
         versions = log_lineage(config, READS)
         for protocol, label in _protocols(config):
-            for scorer_name in config.evaluate.scorers:
-                for sequence, all_tasks in TRAINING:
-                    # next_track / next_artist exist only in the GTS protocol.
-                    tasks = tuple(t for t in all_tasks if label != "holdout" or t in HOLDOUT_TASKS)
-                    model = _fit(config, scorer_name, protocol, sequence, tasks)
+            # Examples and training sequences are read once per protocol / sequence and shared
+            # by every scorer.
+            if label == "holdout":
+                examples = load_holdout(config.lake.root, config.dataset.name, split)
+                results_protocol = "holdout"
+            else:
+                examples = load_gts(config.lake.root, config.dataset.name, split, label)
+                results_protocol = f"gts_{split}_{label}"
+            for sequence, all_tasks in TRAINING:
+                # next_track / next_artist exist only in the GTS protocol.
+                tasks = tuple(t for t in all_tasks if label != "holdout" or t in HOLDOUT_TASKS)
+                train = train_sequences(config.lake.root, config.dataset.name, protocol, sequence, 1)
+                for scorer_name in config.evaluate.scorers:
+                    scorer: Scorer = SCORERS[scorer_name]()
+                    model = fit_model(f"{scorer_name}[{sequence}]", scorer, train, sequence=sequence, tasks=tasks)
                     log.info("evaluating %s on %s (%s)", model.name, label, ", ".join(tasks))
-                    if label == "holdout":
-                        df = evaluate_holdout(
-                            [model], config.lake.root, config.dataset.name, split, tasks, options
-                        )
-                    else:
-                        df = evaluate_gts(
-                            [model],
-                            config.lake.root,
-                            config.dataset.name,
-                            split,
-                            label,
-                            tasks,
-                            options,
-                        )
+                    df = evaluate([model], examples, results_protocol, split, options)
                     with mlflow.start_run(run_name=f"{model.name} {label}", nested=True):
                         mlflow.log_params(
                             {
                                 "family": scorer_name,
                                 "training_sequence": sequence,
                                 "k": 1,
-                                "protocol": df["protocol"].iloc[0] if len(df) else label,
+                                "protocol": results_protocol,
                                 "tasks": ",".join(tasks),
                                 **{f"table_version.{n}": v for n, v in versions.items()},
                             }
