@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from musicrec.evaluate.metrics import METRICS, Ragged, compute_metrics
 from musicrec.evaluate.protocols import GTS_TASKS, HOLDOUT_TASKS, TaskExamples, load_gts, load_holdout
 from musicrec.evaluate.ranking import task_filter
-from musicrec.evaluate.scorers import ItemIndex
+from musicrec.evaluate.scorers import rows_by_key
 
 TaskScores = dict[str, dict[str, float | int]]
 
@@ -116,11 +116,9 @@ def score_examples(
         rows = predictions.filter(pc.equal(predictions["task"], ex.task))
         if not len(rows):
             continue
-        uids = rows["uid"].to_numpy().astype(np.int64)
-        order = np.argsort(uids)
-        # Sorted unique uids are a key index: the row of each example user, -1 if absent.
-        found = ItemIndex(uids[order]).to_dense(ex.uids)
-        items = Ragged.from_arrow(rows["items"]).take(np.where(found >= 0, order[found.clip(min=0)], -1))
+        # The prediction row of each example user, -1 if absent (uids are distinct: validated).
+        found = rows_by_key(rows["uid"].to_numpy().astype(np.int64), ex.uids)
+        items = Ragged.from_arrow(rows["items"]).take(found)
         items, removed = _filtered(items, ex.history, ex.task)
         slot = np.arange(len(items.values)) - np.repeat(items.offsets[:-1], items.lengths)
         first = slot < width

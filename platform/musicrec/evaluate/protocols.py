@@ -32,7 +32,7 @@ import torch
 
 from musicrec.evaluate.metrics import METRICS, Ragged, compute_metrics, coverage
 from musicrec.evaluate.ranking import ScoreFn, default_batch_size, rank_users, task_filter
-from musicrec.evaluate.scorers import ItemIndex, Scorer
+from musicrec.evaluate.scorers import ItemIndex, Scorer, rows_by_key
 from musicrec.lake.delta import read_arrow, table_exists
 from musicrec.lake.tables import table_path
 from musicrec.prep.sequences import parse_name, sequence_mask
@@ -200,9 +200,7 @@ def gts_examples(
                 f"sequences has several lh_{TASK_DOMAIN[task]} rows for one user under {protocol}"
             )
         # Users without an lh row (e.g. no mapped artist) get an empty history.
-        order = np.argsort(lh_uids)
-        pos = ItemIndex(lh_uids[order]).to_dense(uids)
-        history = Ragged.from_arrow(lh["items"]).take(np.where(pos >= 0, order[pos.clip(min=0)], -1))
+        history = Ragged.from_arrow(lh["items"]).take(rows_by_key(lh_uids, uids))
         out.append(TaskExamples(task, uids, history, Ragged.from_arrow(rows["targets"]).distinct()))
     return out
 

@@ -61,6 +61,13 @@ class ItemIndex:
         return Ragged(dense, rows.offsets).keep(known), int((~known).sum())
 
 
+def rows_by_key(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Row of each ``wanted`` key among the distinct ``keys`` (any order), -1 where absent."""
+    order = np.argsort(keys)
+    pos = ItemIndex(np.asarray(keys, dtype=np.int64)[order]).to_dense(wanted)
+    return np.where(pos >= 0, order[pos.clip(min=0)], -1)
+
+
 def _flat(sequences: Sequence[np.ndarray], n_items: int) -> Ragged:
     flat = as_ragged(sequences)
     if len(flat.values) and (flat.values.min() < 0 or flat.values.max() >= n_items):
