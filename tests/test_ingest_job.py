@@ -4,10 +4,7 @@ real `spark-submit jobs/ingest.py` entry point."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +20,6 @@ from musicrec.errors import InputError
 from musicrec.lake.delta import read_arrow, table_version
 from musicrec.lake.tables import table_path
 
-REPO = Path(__file__).resolve().parents[1]
 TABLES = ("events", "quarantine", "stats")
 ALL_COLUMNS_SORT = ["uid", "timestamp", "item_id", "event_type", "is_organic", "played_ratio_pct"]
 
@@ -146,15 +142,7 @@ def test_failed_run_leaves_every_table_as_it_was(spark, generated, config_for, t
     assert lake_files(good) == files, "a failed run must not even stage files"
 
 
-def spark_submit(*overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    command = [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[2]", "jobs/ingest.py"]
-    return subprocess.run(
-        [*command, *overrides], cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
-
-
-def test_spark_submit_entry_point(generated, tmp_path):
+def test_spark_submit_entry_point(generated, tmp_path, spark_submit):
     common = (
         f"data.root={generated}",
         f"lake.root={tmp_path / 'lake'}",
@@ -164,14 +152,14 @@ def test_spark_submit_entry_point(generated, tmp_path):
         "runtime.spark.master=local[*]",
         "runtime.spark.shuffle_partitions=4",
     )
-    ok = spark_submit(*common, "data.size=tiny")
+    ok = spark_submit("ingest", *common, "data.size=tiny")
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert "rows_in:" in ok.stdout
     assert "master local[2]" in ok.stdout + ok.stderr
     events = read_arrow(table_path(str(tmp_path / "lake"), "cli", "events"))
     assert events.num_rows == len(expected_events(generated))
 
-    failed = spark_submit(*common, "data.size=nope")
+    failed = spark_submit("ingest", *common, "data.size=nope")
     assert failed.returncode == 1
     # spark-submit merges the Python driver's stderr into its own stdout: look at both streams.
     output = failed.stdout + failed.stderr

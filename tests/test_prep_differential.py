@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import polars as pl
 import pytest
 
@@ -16,7 +13,6 @@ from musicrec.prep import build
 from musicrec.prep.job import run_preprocess
 
 # Python workers must import musicrec: use this interpreter, not whatever python3 is on PATH.
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 KEYS = {
     "sequences": ["protocol", "uid", "name", "k"],

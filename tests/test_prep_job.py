@@ -7,12 +7,12 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import polars as pl
+import pyspark
 import pytest
 
 from musicrec.bench.preprocess import random_events
@@ -21,11 +21,7 @@ from musicrec.lake.tables import table_path
 from musicrec.prep import stats
 from musicrec.prep.job import OUTPUT_TABLES, run_preprocess
 
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-SPARK_CLASS = BIN.parent / "lib" / "python3.11" / "site-packages" / "pyspark" / "bin" / "spark-class"
+SPARK_CLASS = Path(pyspark.__file__).parent / "bin" / "spark-class"
 SMALL = (
     "runtime.spark.shuffle_partitions=2",
     "preprocess.popularity.min_users=3",
@@ -89,25 +85,9 @@ def test_missing_events_is_a_clear_input_error(spark, config_for):
 # ---------------------------------------------------------------- the real entry point
 
 
-def spark_submit(master: str, lake: Path, *options: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    command = [str(BIN / "spark-submit"), "--master", master, *options, "jobs/preprocess.py"]
-    # runtime.spark.master repeats --master: get_spark applies the config's master even under spark-submit.
-    overrides = (
-        f"lake.root={lake}",
-        "dataset.name=submit",
-        "runtime.progress=false",
-        f"runtime.spark.master={master}",
-    )
-    return subprocess.run(
-        [*command, *overrides, *SMALL],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=420,
-        check=False,
-    )
+def submit_preprocess(spark_submit, master: str, lake: Path, *options: str):
+    overrides = (f"lake.root={lake}", "dataset.name=submit", "runtime.progress=false")
+    return spark_submit("preprocess", *overrides, *SMALL, master=master, options=options)
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +106,9 @@ def _fresh_lake(events_lake: Path, target: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def local_submit(events_lake, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+def local_submit(events_lake, tmp_path_factory, spark_submit) -> tuple[subprocess.CompletedProcess, Path]:
     lake = _fresh_lake(events_lake, tmp_path_factory.mktemp("local") / "lake")
-    return spark_submit("local[2]", lake), lake
+    return submit_preprocess(spark_submit, "local[2]", lake), lake
 
 
 def test_spark_submit_local(local_submit):
@@ -193,12 +173,13 @@ def standalone_master(tmp_path):
                 p.wait()
 
 
-def test_standalone_cluster_matches_local(standalone_master, local_submit, events_lake, tmp_path):
+def test_standalone_cluster_matches_local(standalone_master, local_submit, events_lake, tmp_path, spark_submit):
     master, work_dir = standalone_master
     local_result, local_lake = local_submit
     assert local_result.returncode == 0, local_result.stderr[-2000:]
     lake = _fresh_lake(events_lake, tmp_path / "lake")
-    result = spark_submit(master, lake, "--executor-memory", "1g", "--total-executor-cores", "2")
+    # Only --master names the cluster (the config keeps local[*]): spark-submit's master must win.
+    result = submit_preprocess(spark_submit, master, lake, "--executor-memory", "1g", "--total-executor-cores", "2")
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     # The work really ran in executors of the standalone worker.
     executor_logs = list(work_dir.glob("app-*/*/stderr"))

@@ -7,9 +7,6 @@ boundaries. Pure helpers (chunking, split hash, netting) are tested without Spar
 
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -22,8 +19,6 @@ from musicrec.lake.tables import table_path
 from musicrec.prep import build, gts
 from musicrec.prep.holdout import user_split
 from musicrec.prep.job import run_preprocess
-
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 EVENTS_DDL = (
     "uid int, item_id int, artist_id int, album_id int, timestamp long, event_type string, "
