@@ -108,3 +108,14 @@ def test_overrides_after_options_reach_every_verb(capsys):
     with pytest.raises(SystemExit):
         main(["config", "show", "--config", str(ROOT / "conf/local.yaml"), "--bogus"])
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_generate_verb_maps_its_flags_onto_the_generator(tmp_path):
+    from musicrec.data.generator import generate, preset
+
+    assert main(["generate", "--config", str(ROOT / "conf/local.yaml"), "--preset", "tiny", "--seed", "3",
+                 "--out", str(tmp_path / "cli"), "data.size=tiny", "runtime.progress=false"]) == 0
+    generate(preset("tiny", seed=3), tmp_path / "direct", size="tiny", progress=False)
+    for name in ("listens", "likes", "multi_event"):
+        cli = (tmp_path / "cli" / "flat" / "tiny" / f"{name}.parquet").read_bytes()
+        assert cli == (tmp_path / "direct" / "flat" / "tiny" / f"{name}.parquet").read_bytes()

@@ -24,13 +24,10 @@ PLANNED = {
 }
 
 
-def _generate(config, args) -> dict[str, Any]:
-    from musicrec.data.generator import generate, preset
+def _generate(config) -> dict[str, Any]:
+    from musicrec.pipeline import run_generate
 
-    params = preset(config.generate.preset, seed=config.seed, write_sequential=config.generate.write_sequential)
-    summary = generate(params, config.data.root, size=config.data.size, progress=config.runtime.progress)
-    keep = ("n_users", "n_items", "counts", "familiar_share", "skip_share")
-    return {"data_root": config.data.root, **{k: summary[k] for k in keep if k in summary}}
+    return run_generate(config)
 
 
 def _ingest(config, spark) -> dict[str, Any]:
@@ -71,7 +68,7 @@ def _bench(config, args) -> dict[str, Any]:
 
 # verb -> (help, function, needs_spark, takes_args)
 VERBS: dict[str, tuple[str, Callable[..., dict[str, Any]], bool, bool]] = {
-    "generate": ("write a synthetic dataset in the Yambda layout", _generate, False, True),
+    "generate": ("write a synthetic dataset in the Yambda layout", _generate, False, False),
     "ingest": ("validate Yambda files and write events/quarantine/stats (Spark)", _ingest, True, False),
     "preprocess": ("filters, task sequences, holdout and temporal splits (Spark)", _preprocess, True, False),
     "evaluate": ("evaluate the simple scorers on every task and protocol", _evaluate, False, False),

@@ -17,6 +17,16 @@ def _data_present(config: Config) -> bool:
     return (flat / "listens.parquet").exists() or (flat / "multi_event.parquet").exists()
 
 
+def run_generate(config: Config) -> dict[str, Any]:
+    """Write the configured synthetic preset as a Yambda-layout root at ``data.root``/``data.size``."""
+    from musicrec.data.generator import generate, preset
+
+    params = preset(config.generate.preset, seed=config.seed, write_sequential=config.generate.write_sequential)
+    summary = generate(params, config.data.root, size=config.data.size, progress=config.runtime.progress)
+    keep = ("n_users", "n_items", "counts", "familiar_share", "skip_share")
+    return {"data_root": config.data.root, **{k: summary[k] for k in keep if k in summary}}
+
+
 def run_pipeline(config: Config) -> dict[str, Any]:
     from musicrec.data.ingest import run_ingest
     from musicrec.evaluate.job import run_evaluate
@@ -29,11 +39,8 @@ def run_pipeline(config: Config) -> dict[str, Any]:
     if _data_present(config):
         log.info("[1/%d] data present under %s: not regenerating", steps, config.data.root)
     else:
-        from musicrec.data.generator import generate, preset
-
         log.info("[1/%d] generating preset %s into %s", steps, config.generate.preset, config.data.root)
-        params = preset(config.generate.preset, seed=config.seed, write_sequential=config.generate.write_sequential)
-        generate(params, config.data.root, size=config.data.size, progress=config.runtime.progress)
+        summary["generate"] = run_generate(config)
     spark = get_spark(config, app_name="musicrec-pipeline")
     log.info("[2/%d] ingest", steps)
     summary["ingest"] = run_ingest(config, spark)
