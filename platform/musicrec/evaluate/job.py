@@ -51,7 +51,7 @@ PRINTED_METRICS = ("ndcg", "recall", "hr")
 
 
 def _protocols(config: Config) -> list[tuple[str, str]]:
-    """(training protocol of `sequences`, results protocol label) per evaluated protocol."""
+    """(protocol of `sequences` and of the results, "holdout" or the GTS feedback) per evaluated protocol."""
     out = []
     for protocol in config.evaluate.protocols:
         if protocol == "holdout":
@@ -112,10 +112,8 @@ def run_evaluate(config: Config) -> dict[str, Any]:
             # by every scorer.
             if label == "holdout":
                 examples = load_holdout(config.lake.root, config.dataset.name, split)
-                results_protocol = "holdout"
             else:
                 examples = load_gts(config.lake.root, config.dataset.name, split, label)
-                results_protocol = f"gts_{split}_{label}"
             for sequence, all_tasks in TRAINING:
                 # next_track / next_artist exist only in the GTS protocol.
                 tasks = tuple(t for t in all_tasks if label != "holdout" or t in HOLDOUT_TASKS)
@@ -124,14 +122,14 @@ def run_evaluate(config: Config) -> dict[str, Any]:
                     scorer: Scorer = SCORERS[scorer_name]()
                     model = fit_model(f"{scorer_name}[{sequence}]", scorer, train, sequence=sequence, tasks=tasks)
                     log.info("evaluating %s on %s (%s)", model.name, label, ", ".join(tasks))
-                    df = evaluate([model], examples, results_protocol, split, options)
+                    df = evaluate([model], examples, protocol, split, options)
                     with mlflow.start_run(run_name=f"{model.name} {label}", nested=True):
                         mlflow.log_params(
                             {
                                 "family": scorer_name,
                                 "training_sequence": sequence,
                                 "k": 1,
-                                "protocol": results_protocol,
+                                "protocol": protocol,
                                 "tasks": ",".join(tasks),
                                 **{f"table_version.{n}": v for n, v in versions.items()},
                             }

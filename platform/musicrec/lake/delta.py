@@ -86,7 +86,7 @@ def _abs(path: str) -> str:
 
 
 def _fs(path: str) -> tuple[pafs.FileSystem, str]:
-    return pafs.FileSystem.from_uri(path if "://" in path else _abs(path))
+    return pafs.FileSystem.from_uri(_abs(path))
 
 
 def _partition_values(rel_dir: str, partition_by: Sequence[str]) -> dict[str, str | None]:
