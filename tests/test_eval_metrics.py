@@ -8,7 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from musicrec.evaluate.metrics import METRICS, Ragged, compute_metrics, coverage
+from musicrec.arrays import Ragged
+from musicrec.evaluate.metrics import METRICS, compute_metrics, coverage
 
 
 def brute(ranked: list[int], targets: set[int], k: int) -> dict[str, float]:

@@ -14,8 +14,8 @@ import pytest
 import torch
 from deltalake import write_deltalake
 
+from musicrec.arrays import Ragged
 from musicrec.evaluate.external import score_examples, score_predictions
-from musicrec.evaluate.metrics import Ragged
 from musicrec.evaluate.protocols import (
     EvalOptions,
     TaskExamples,
@@ -23,7 +23,6 @@ from musicrec.evaluate.protocols import (
     evaluate,
     evaluate_gts,
     evaluate_holdout,
-    fit_model,
     format_results,
     load_gts,
     load_holdout,
@@ -33,7 +32,9 @@ from musicrec.evaluate.protocols import (
     shuffled,
     train_sequences,
 )
-from musicrec.evaluate.scorers import ItemIndex, MostPop, Transition
+from musicrec.models import ItemIndex, Model, fit_model
+from musicrec.models.mostpop import MostPop
+from musicrec.models.transition import Transition
 from musicrec.prep.sequences import SEQUENCE_NAMES, derive_items
 
 L3 = math.log2(3)
@@ -298,15 +299,23 @@ def test_shuffle_is_seeded_per_user_and_independent_of_order():
     assert not np.array_equal(shuffled(inputs, uids, seed=1).values, a.values)
 
 
-class Constant:
+class Constant(Model):
     """Every item scores the same, so rankings are decided by item id alone."""
 
-    def fit(self, train_sequences, n_items):
-        self.n_items = n_items
+    family = "constant"
+
+    def fit(self, data):
+        self.n_items = data.n_items
         return self
 
     def score(self, histories):
         return torch.zeros(len(histories), self.n_items)
+
+    def state(self):
+        return {}
+
+    def load_state(self, state):
+        raise NotImplementedError
 
 
 def test_sampled_evaluation_ranks_targets_among_uninteracted_samples():

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from musicrec.arrays import Ragged
 from musicrec.evaluate.ranking import rank_users, task_filter, topk
-from musicrec.evaluate.scorers import ItemIndex, MostPop, Transition
+from musicrec.models import ItemIndex, TrainingData
+from musicrec.models.mostpop import MostPop
+from musicrec.models.transition import Transition
 
 
 def brute_topk(scores: np.ndarray, k: int, exclude=None, only=None) -> list[list[int]]:
@@ -118,18 +121,18 @@ def test_item_index_maps_and_drops_unknown():
 
 
 def test_mostpop_counts_training_events():
-    scorer = MostPop().fit([np.array([2, 2, 0]), np.array([2, 1])], n_items=4)
-    s = scorer.score([np.array([0]), np.array([], dtype=np.int64)])
+    scorer = MostPop().fit(TrainingData.of([np.array([2, 2, 0]), np.array([2, 1])], n_items=4))
+    s = scorer.score(Ragged.from_lists([np.array([0]), np.array([], dtype=np.int64)]))
     assert s.shape == (2, 4) and s.dtype == torch.float32
     assert s[0].tolist() == [1.0, 1.0, 3.0, 0.0] and torch.equal(s[0], s[1])
     s[0, 0] = -1  # callers may write into the scores
-    assert scorer.score([np.array([0])])[0, 0] == 1.0
+    assert scorer.score(Ragged.from_lists([np.array([0])]))[0, 0] == 1.0
 
 
 def test_transition_counts_pairs_within_sequences_and_backs_off_to_popularity():
     seqs = [np.array([0, 1, 0, 1]), np.array([1, 2]), np.array([3, 3, 3, 3, 3])]
-    scorer = Transition().fit(seqs, n_items=5)
-    s = scorer.score([np.array([2, 0]), np.array([3, 1]), np.array([], dtype=np.int64)]).double()
+    scorer = Transition().fit(TrainingData.of(seqs, n_items=5))
+    s = scorer.score(Ragged.from_lists([np.array([2, 0]), np.array([3, 1]), np.array([], dtype=np.int64)])).double()
     # 0 -> 1 twice; the pair (1, 1) across the sequence boundary must not be counted.
     assert s[0, 1] == pytest.approx(2, abs=1e-5)
     assert s[1, 0] == pytest.approx(1, abs=1e-5) and s[1, 2] == pytest.approx(1, abs=1e-5)

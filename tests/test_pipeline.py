@@ -18,12 +18,12 @@ from musicrec.data.generator import GeneratorParams, generate
 from musicrec.evaluate.protocols import (
     EvalOptions,
     evaluate_holdout,
-    fit_model,
     load_holdout,
     predictions,
     train_sequences,
 )
-from musicrec.evaluate.scorers import Transition
+from musicrec.models import fit_model
+from musicrec.models.transition import Transition
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,10 +27,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from musicrec.evaluate.metrics import METRICS, Ragged, compute_metrics
+from musicrec.arrays import Ragged
+from musicrec.evaluate.metrics import METRICS, compute_metrics
 from musicrec.evaluate.protocols import GTS_TASKS, HOLDOUT_TASKS, TaskExamples, load_gts, load_holdout
 from musicrec.evaluate.ranking import task_filter
-from musicrec.evaluate.scorers import rows_by_key
+from musicrec.models.items import rows_by_key
 
 TaskScores = dict[str, dict[str, float | int]]
 

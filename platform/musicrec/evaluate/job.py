@@ -23,20 +23,18 @@ from musicrec.evaluate.protocols import (
     HOLDOUT_TASKS,
     EvalOptions,
     evaluate,
-    fit_model,
     format_results,
     load_gts,
     load_holdout,
     log_results,
     train_sequences,
 )
-from musicrec.evaluate.scorers import MostPop, Scorer, Transition
+from musicrec.models import family_class, fit_model
 from musicrec.runtime.mlflow_setup import setup_mlflow
 from musicrec.tracking.runs import log_lineage
 
 log = logging.getLogger(__name__)
 
-SCORERS: dict[str, type] = {"mostpop": MostPop, "transition": Transition}
 # (training sequence, tasks it is evaluated on): general models first, then on-task models.
 TRAINING: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("lh_track", ("T1", "T2", "next_track")),
@@ -119,7 +117,7 @@ def run_evaluate(config: Config) -> dict[str, Any]:
                 tasks = tuple(t for t in all_tasks if label != "holdout" or t in HOLDOUT_TASKS)
                 train = train_sequences(config.lake.root, config.dataset.name, protocol, sequence, 1)
                 for scorer_name in config.evaluate.scorers:
-                    scorer: Scorer = SCORERS[scorer_name]()
+                    scorer = family_class(scorer_name)(seed=config.seed)
                     model = fit_model(f"{scorer_name}[{sequence}]", scorer, train, sequence=sequence, tasks=tasks)
                     log.info("evaluating %s on %s (%s)", model.name, label, ", ".join(tasks))
                     df = evaluate([model], examples, protocol, split, options)

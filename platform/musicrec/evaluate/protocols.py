@@ -30,11 +30,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from musicrec.evaluate.metrics import METRICS, Ragged, compute_metrics, coverage
+from musicrec.arrays import Ragged
+from musicrec.evaluate.metrics import METRICS, compute_metrics, coverage
 from musicrec.evaluate.ranking import ScoreFn, default_batch_size, rank_users, task_filter
-from musicrec.evaluate.scorers import ItemIndex, Scorer, rows_by_key
 from musicrec.lake.delta import read_arrow, table_exists
 from musicrec.lake.tables import table_path
+from musicrec.models import FittedModel, rows_by_key
 from musicrec.prep.sequences import parse_name, sequence_mask
 
 HOLDOUT_TASKS: tuple[str, ...] = ("T1", "T2", "T3", "T4")
@@ -64,41 +65,6 @@ RESULT_COLUMNS: tuple[str, ...] = (
 )
 
 PREDICTION_SCHEMA = pa.schema([("uid", pa.int64()), ("task", pa.string()), ("items", pa.list_(pa.int64()))])
-
-
-@dataclass
-class FittedModel:
-    """A fitted scorer with its item index and the training sequence it learnt from."""
-
-    name: str
-    scorer: Scorer
-    items: ItemIndex
-    sequence: str = "lh_track"
-    k: int = 1
-    # None: every task of the sequence's domain (T1/T2/next_track for tracks, ...).
-    tasks: tuple[str, ...] | None = None
-
-    def runs_on(self, task: str) -> bool:
-        if self.tasks is not None:
-            return task in self.tasks
-        return TASK_DOMAIN[task] == parse_name(self.sequence)[1]
-
-
-def fit_model(
-    name: str,
-    scorer: Scorer,
-    train_sequences: Sequence[np.ndarray],
-    sequence: str = "lh_track",
-    k: int = 1,
-    tasks: tuple[str, ...] | None = None,
-) -> FittedModel:
-    """Index the raw item ids of ``train_sequences`` and fit ``scorer`` on them."""
-    parse_name(sequence)
-    raw = Ragged.from_lists(train_sequences)
-    items = ItemIndex.from_items(raw.values)
-    dense, _ = items.map_rows(raw)
-    scorer.fit(dense.to_lists(), len(items))
-    return FittedModel(name, scorer, items, sequence, k, tasks)
 
 
 @dataclass(frozen=True)
@@ -263,7 +229,7 @@ def shuffled(inputs: Ragged, uids: np.ndarray, seed: int) -> Ragged:
 
 def _score_fn(model: FittedModel, inputs: Ragged) -> ScoreFn:
     def score(start: int, stop: int) -> torch.Tensor:
-        return model.scorer.score(inputs.rows(start, stop).to_lists())
+        return model.model.score(inputs.rows(start, stop))
 
     return score
 
@@ -337,7 +303,7 @@ def sampled_hit_rates(model: FittedModel, ex: TaskExamples, options: EvalOptions
     slot = 0
     for start in range(0, len(ex.uids), batch):
         stop = min(start + batch, len(ex.uids))
-        scores = model.scorer.score(inputs.rows(start, stop).to_lists()).cpu().numpy()
+        scores = model.model.score(inputs.rows(start, stop)).cpu().numpy()
         for u in range(start, stop):
             if not evaluated[u]:
                 continue

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from musicrec.evaluate.metrics import Ragged, as_ragged
+from musicrec.arrays import Ragged, as_ragged
 
 FILTERS: dict[str, str | None] = {
     "T1": "exclude",

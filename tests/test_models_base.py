@@ -1,0 +1,38 @@
+"""The model interface: training data checks, the family lookup, and save -> load for the built-in families."""
+
+import numpy as np
+import pytest
+import torch
+
+from musicrec.arrays import Ragged
+from musicrec.models import FAMILIES, TrainingData, family_class, fit_model, load_model
+
+
+def test_training_data_rejects_items_outside_the_catalogue_and_misaligned_timestamps():
+    with pytest.raises(ValueError, match="dense indices in 0..2"):
+        TrainingData.of([[0, 3]], n_items=3)
+    with pytest.raises(ValueError, match="one value per training item"):
+        TrainingData.of([[0, 1]], n_items=3, timestamps=[[5]])
+
+
+def test_unknown_family_names_the_known_ones():
+    with pytest.raises(ValueError, match="unknown model family 'nope'.*mostpop"):
+        family_class("nope")
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_save_then_load_gives_identical_scores(family, tmp_path):
+    rng = np.random.default_rng(0)
+    train = [rng.integers(100, 140, size=n) * 2 for n in rng.integers(1, 30, size=40)]
+    fitted = fit_model(f"{family}[disc_track]", family_class(family)(seed=3), train, "disc_track", k=3, tasks=("T1",))
+    histories = Ragged.from_lists([rng.integers(0, len(fitted.items), size=n) for n in (0, 1, 5)])
+    loaded = load_model(fitted.save(tmp_path / family))
+    assert (loaded.name, loaded.sequence, loaded.k, loaded.tasks) == (fitted.name, "disc_track", 3, ("T1",))
+    assert np.array_equal(loaded.items.ids, fitted.items.ids)
+    assert loaded.model.family == family and loaded.model.seed == 3
+    assert torch.equal(loaded.model.score(histories), fitted.model.score(histories))
+
+
+def test_load_of_a_folder_without_a_model_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no saved model"):
+        load_model(tmp_path)
