@@ -16,14 +16,11 @@ from dataclasses import dataclass
 import polars as pl
 
 from musicrec.config import Config
+from musicrec.contract import DOMAINS, GTS_TASKS, HOLDOUT, HOLDOUT_TASKS, TASKS, Protocol, schemas
 
 ORDER = ["uid", "timestamp", "item_id"]
-HOLDOUT_TASKS = {
-    "T1": ("disc", "item_id"),
-    "T2": ("fam", "item_id"),
-    "T3": ("disc", "artist_id"),
-    "T4": ("fam", "artist_id"),
-}
+# The events column each task domain reads.
+DOMAIN_COLUMN = {"track": "item_id", "artist": "artist_id"}
 MASK64 = (1 << 64) - 1
 
 
@@ -107,13 +104,14 @@ def sequences(
                     if split is not None
                     else part.with_columns(split=pl.lit("train"))
                 )
-                yield part.select("protocol", "uid", "name", "k", "split", "items", "timestamps", "positions")
+                yield part.select(*schemas.SEQUENCES.names)
 
 
 def holdout_examples(history: pl.DataFrame, splits: pl.DataFrame, gt_size: int) -> pl.DataFrame:
     evaluation = history.join(splits.filter(pl.col("split") != "train"), on="uid")
     frames = []
-    for task, (kind, column) in HOLDOUT_TASKS.items():
+    for task in HOLDOUT_TASKS:
+        kind, column = TASKS[task].kind, DOMAIN_COLUMN[TASKS[task].domain]
         counted = _with_counts(evaluation, column)
         truth = counted.filter(pl.col("occurrence") == 1 if kind == "disc" else pl.col("occurrence") > 1)
         count = pl.len().over("uid").cast(pl.Int64)
@@ -192,28 +190,28 @@ def gts_parts(events: pl.DataFrame, config: Config) -> Iterator[tuple[str, pl.Da
             train = _feedback(events, feedback, config, None, w.train_end).with_columns(
                 position=pl.int_range(pl.len()).over("uid").cast(pl.Int32)
             )
-            for part in sequences(train, f"gts_{w.name}_{feedback}", None, config.preprocess.ks):
+            for part in sequences(train, Protocol.gts(w.name, feedback).name, None, config.preprocess.ks):
                 yield "sequences", part
             window = _feedback(events, feedback, config, w.start, w.end)
             users = train.select("uid").unique()
-            for domain_task, column, absent_task, present_task in (
-                ("next_track", "item_id", "T1", "T2"),
-                ("next_artist", "artist_id", "T3", "T4"),
-            ):
+            for domain in DOMAINS:
+                column = DOMAIN_COLUMN[domain]
                 pairs = window.filter(pl.col(column).is_not_null()).select("uid", column).unique()
                 pairs = pairs.join(users, on="uid", how="semi")
                 seen = train.select("uid", column).unique()
-                for task, chosen in (
-                    (domain_task, pairs),
-                    (absent_task, pairs.join(seen, on=["uid", column], how="anti")),
-                    (present_task, pairs.join(seen, on=["uid", column], how="semi")),
-                ):
+                chosen_by_relation = {
+                    None: pairs,
+                    "absent": pairs.join(seen, on=["uid", column], how="anti"),
+                    "present": pairs.join(seen, on=["uid", column], how="semi"),
+                }
+                for task in (t for t in GTS_TASKS if TASKS[t].domain == domain):
+                    chosen = chosen_by_relation[TASKS[task].relation]
                     example_frames.append(
                         chosen.group_by("uid")
                         .agg(targets=pl.col(column).sort().cast(pl.Int32))
                         .with_columns(window=pl.lit(w.name), feedback=pl.lit(feedback), task=pl.lit(task))
                     )
-    yield "gts_examples", pl.concat(example_frames).select("uid", "window", "feedback", "task", "targets")
+    yield "gts_examples", pl.concat(example_frames).select(*schemas.GTS_EXAMPLES.names)
 
 
 def parts(events: pl.DataFrame, config: Config) -> Iterator[tuple[str, pl.DataFrame]]:
@@ -221,7 +219,7 @@ def parts(events: pl.DataFrame, config: Config) -> Iterator[tuple[str, pl.DataFr
     history = histories(events, config)
     splits = user_splits(history.select("uid").unique().sort("uid"), config.seed, config.holdout.split_ratios)
     yield "user_splits", splits
-    for part in sequences(history, "holdout", splits, config.preprocess.ks):
+    for part in sequences(history, HOLDOUT.name, splits, config.preprocess.ks):
         yield "sequences", part
     yield "holdout_examples", holdout_examples(history, splits, config.holdout.gt_size)
     del history

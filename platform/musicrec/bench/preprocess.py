@@ -34,22 +34,11 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from musicrec.contract import EVENT_TYPES
+from musicrec.contract.schemas import EVENTS as EVENTS_SCHEMA
+
 Source = Literal["generator", "random"]
 DATASET = "bench"
-EVENT_TYPES = ("listen", "like", "dislike", "unlike", "undislike")
-EVENTS_SCHEMA = pa.schema(
-    [
-        ("uid", pa.int32()),
-        ("item_id", pa.int32()),
-        ("artist_id", pa.int32()),
-        ("album_id", pa.int32()),
-        ("timestamp", pa.int64()),
-        ("event_type", pa.string()),
-        ("is_organic", pa.bool_()),
-        ("played_ratio_pct", pa.int32()),
-        ("track_length_seconds", pa.int32()),
-    ]
-)
 # Generator preset whose shape (history lengths, catalogue) every size shares; users scale.
 SHAPE = "yambda-50m"
 SHAPE_LISTENS_PER_USER = 4_400

@@ -47,28 +47,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from musicrec.contract import EVENT_TYPES
+from musicrec.contract.schemas import YAMBDA
+
 log = logging.getLogger(__name__)
 
 EVENT_FILES = ("listens", "likes", "dislikes", "unlikes", "undislikes", "multi_event")
-EVENT_TYPES = ("listen", "like", "dislike", "unlike", "undislike")
 DAY = 86_400
 SESSION_GAP = 1_800  # spec tasks-and-splits.md section 8: default session gap
 SKIP_BELOW = 20
 
-LISTEN_SCHEMA = pa.schema(
-    [
-        ("uid", pa.uint32()),
-        ("item_id", pa.uint32()),
-        ("timestamp", pa.uint32()),
-        ("is_organic", pa.uint8()),
-        ("played_ratio_pct", pa.uint16()),
-        ("track_length_seconds", pa.uint32()),
-    ]
-)
+
+def _yambda(*columns: str) -> pa.Schema:
+    return pa.schema([YAMBDA.field(c) for c in columns])
+
+
+LISTEN_SCHEMA = _yambda("uid", "item_id", "timestamp", "is_organic", "played_ratio_pct", "track_length_seconds")
 FEEDBACK_SCHEMA = pa.schema([LISTEN_SCHEMA.field(i) for i in range(4)])
-MULTI_SCHEMA = LISTEN_SCHEMA.append(pa.field("event_type", pa.string()))
-ARTIST_SCHEMA = pa.schema([("artist_id", pa.uint32()), ("item_id", pa.uint32())])
-ALBUM_SCHEMA = pa.schema([("album_id", pa.uint32()), ("item_id", pa.uint32())])
+MULTI_SCHEMA = LISTEN_SCHEMA.append(YAMBDA.field("event_type"))
+ARTIST_SCHEMA = _yambda("artist_id", "item_id")
+ALBUM_SCHEMA = _yambda("album_id", "item_id")
 EMBEDDING_SCHEMA = pa.schema(
     [
         ("item_id", pa.uint32()),

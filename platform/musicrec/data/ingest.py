@@ -30,28 +30,13 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import (
-    BooleanType,
-    DataType,
-    DoubleType,
-    IntegerType,
-    LongType,
-    StringType,
-    StructField,
-    StructType,
-)
+from pyspark.sql.types import StructType
 
 from musicrec.config import Config
+from musicrec.contract import EVENT_TYPES
+from musicrec.contract.schemas import spark_schema
 from musicrec.data import validate
-from musicrec.data.yambda import (
-    ALBUM_MAPPING,
-    ARTIST_MAPPING,
-    EVENT_TYPES,
-    INTERACTION_COLUMNS,
-    LISTEN_COLUMNS,
-    YambdaInput,
-    open_yambda,
-)
+from musicrec.data.yambda import ALBUM_MAPPING, ARTIST_MAPPING, YambdaInput, open_yambda
 from musicrec.errors import InputError
 from musicrec.lake.delta import commit, stage
 from musicrec.lake.tables import PARTITIONING, table_path
@@ -60,37 +45,10 @@ log = logging.getLogger(__name__)
 
 JOB = "ingest"
 
-
-def _schema(*fields: tuple[str, DataType]) -> StructType:
-    return StructType([StructField(name, dtype, True) for name, dtype in fields])
-
-
 # The contract's columns (spec platform.md, "Tables"), all nullable: see conform().
-EVENTS_SCHEMA = _schema(
-    ("uid", IntegerType()),
-    ("item_id", IntegerType()),
-    ("artist_id", IntegerType()),
-    ("album_id", IntegerType()),
-    ("timestamp", LongType()),
-    ("event_type", StringType()),
-    ("is_organic", BooleanType()),
-    ("played_ratio_pct", IntegerType()),
-    ("track_length_seconds", IntegerType()),
-)
-# source_file and reason, then every raw column of any input as read (integers widened to bigint).
-QUARANTINE_SCHEMA = _schema(
-    ("source_file", StringType()),
-    ("reason", StringType()),
-    ("event_type", StringType()),
-    *[(c, LongType()) for c in (*INTERACTION_COLUMNS, *LISTEN_COLUMNS, "artist_id", "album_id")],
-)
-STATS_SCHEMA = _schema(
-    ("section", StringType()),
-    ("name", StringType()),
-    ("value", DoubleType()),
-    ("detail", StringType()),
-    ("job", StringType()),
-)
+EVENTS_SCHEMA = spark_schema("events")
+QUARANTINE_SCHEMA = spark_schema("quarantine")
+STATS_SCHEMA = spark_schema("stats")
 # Rows of a multi_event file whose event_type is not one of the five (whatever their first
 # failing check) are counted under this name: keying by the raw value could make the tally as
 # large as the file.

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from musicrec.data.yambda import EVENT_TYPES
+from musicrec.contract import EVENT_TYPES
 
 # Ids must fit a signed 32-bit int once read (Yambda stores uint32).
 INT32_MAX = 2**31 - 1

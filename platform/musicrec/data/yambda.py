@@ -31,34 +31,19 @@ from pyspark.sql.types import (
 )
 
 from musicrec.config.schema import DataConfig
+from musicrec.contract import EVENT_TYPES
+from musicrec.contract.schemas import YAMBDA
 from musicrec.errors import InputError
 
 # File stem → the event_type its rows carry (flat and sequential "separate" files).
-EVENT_FILES: dict[str, str] = {
-    "listens": "listen",
-    "likes": "like",
-    "dislikes": "dislike",
-    "unlikes": "unlike",
-    "undislikes": "undislike",
-}
-EVENT_TYPES: tuple[str, ...] = tuple(EVENT_FILES.values())
+EVENT_FILES: dict[str, str] = {f"{t}s": t for t in EVENT_TYPES}
 MULTI_EVENT = "multi_event"
 ARTIST_MAPPING = "artist_item_mapping"
 ALBUM_MAPPING = "album_item_mapping"
 
 # Yambda's type of each column, for error messages; Spark reads uint32 as bigint, uint16 as int
 # and uint8 as smallint, and signed integers of any width are accepted as equivalent.
-YAMBDA_TYPES: dict[str, str] = {
-    "uid": "uint32",
-    "item_id": "uint32",
-    "timestamp": "uint32",
-    "is_organic": "uint8",
-    "played_ratio_pct": "uint16",
-    "track_length_seconds": "uint32",
-    "event_type": "string",
-    "artist_id": "uint32",
-    "album_id": "uint32",
-}
+YAMBDA_TYPES: dict[str, str] = {f.name: str(f.type) for f in YAMBDA}
 _INTEGRAL = (ByteType, ShortType, IntegerType, LongType)
 INTERACTION_COLUMNS = ("uid", "item_id", "timestamp", "is_organic")
 LISTEN_COLUMNS = ("played_ratio_pct", "track_length_seconds")

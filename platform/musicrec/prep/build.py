@@ -24,17 +24,14 @@ import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from musicrec.prep.sequences import DOMAINS, KINDS, Domain, sequence_mask
+from musicrec.contract import schemas
+from musicrec.contract.tasks import DOMAINS, KINDS, SPLITS, Domain, sequence_name
+from musicrec.prep.sequences import sequence_mask
 
 ORDER: tuple[str, ...] = ("uid", "timestamp", "item_id")
 # Event codes of the internal stream: holdout listens (after the consumption filter) and the
 # GTS feedback events share the one shuffle and are told apart by this code.
 HOLDOUT_LISTEN, LISTEN_PLUS, LIKE, UNLIKE = 0, 1, 2, 3
-SEQUENCES_DDL = (
-    "protocol string, uid int, name string, k int, split string, "
-    "items array<int>, timestamps array<long>, positions array<int>"
-)
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 DEFAULT_CHUNK_ROWS = 1 << 17
 
 
@@ -165,15 +162,15 @@ def user_chunks(
 ChunkFn = Callable[[Histories], Iterator[pa.RecordBatch]]
 
 
-def map_users(stream: DataFrame, fn: ChunkFn, schema: str) -> DataFrame:
-    """Run ``fn`` over chunks of complete users of a user-partitioned stream."""
+def map_users(stream: DataFrame, fn: ChunkFn, schema: pa.Schema) -> DataFrame:
+    """Run ``fn`` over chunks of complete users of a user-partitioned stream; its batches have ``schema``."""
     rows = DEFAULT_CHUNK_ROWS  # read at each call, so a test can shrink chunks to split users across batches
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for table in user_chunks(batches, rows):
             yield from fn(Histories.from_table(table))
 
-    return stream.sortWithinPartitions(*ORDER).mapInArrow(run, schema)
+    return stream.sortWithinPartitions(*ORDER).mapInArrow(run, schemas.spark_schema(schema))
 
 
 def ragged(group: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
@@ -210,7 +207,7 @@ def sequence_masks(h: Histories, domain: Domain, ks: Iterable[int]) -> Iterator[
     for k in ks:
         condensed = sequence_mask(h.group, items, "lh", k)
         for kind in KINDS:
-            yield f"{kind}_{domain}", k, condensed if kind == "lh" else base[kind] & condensed
+            yield sequence_name(kind, domain), k, condensed if kind == "lh" else base[kind] & condensed
 
 
 def sequence_batches(
@@ -240,41 +237,37 @@ def sequence_batches(
                     list_array(offsets, h.timestamp[rows], pa.int64()),
                     list_array(offsets, h.position[rows], pa.int32()),
                 ],
-                names=["protocol", "uid", "name", "k", "split", "items", "timestamps", "positions"],
+                schema=schemas.SEQUENCES,
             )
+
+
+def _fields(*tables: pa.Schema) -> list[pa.Field]:
+    seen: dict[str, pa.Field] = {}
+    for table in tables:
+        for f in table:
+            seen.setdefault(f.name, f)
+    return list(seen.values())
 
 
 # The examples pass emits every small output in one multiplexed layout (``tag`` says which):
 # user splits, holdout and GTS examples, and partial counts for the stats table, so one
-# cached result feeds several tables.
-OUTPUT_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
-    ("tag", pa.string()),
-    ("uid", pa.int32()),
-    ("split", pa.string()),
-    ("task", pa.string()),
-    ("window", pa.string()),
-    ("feedback", pa.string()),
-    ("history_items", pa.list_(pa.int32())),
-    ("history_timestamps", pa.list_(pa.int64())),
-    ("targets", pa.list_(pa.int32())),
-    ("section", pa.string()),
-    ("name", pa.string()),
-    ("detail", pa.string()),
-    ("value", pa.int64()),
+# cached result feeds several tables. Its columns are those tables' columns; a partial count's
+# ``value`` is an integer (the job sums them into the stats table's double).
+OUTPUT_SCHEMA = pa.schema(
+    [
+        pa.field("tag", pa.string()),
+        *_fields(schemas.USER_SPLITS, schemas.HOLDOUT_EXAMPLES, schemas.GTS_EXAMPLES),
+        *[f for f in schemas.STATS if f.name in ("section", "name", "detail")],
+        pa.field("value", pa.int64()),
+    ]
 )
-OUTPUTS_DDL = (
-    "tag string, uid int, split string, task string, window string, feedback string, "
-    "history_items array<int>, history_timestamps array<long>, targets array<int>, "
-    "section string, name string, detail string, value long"
-)
-OUTPUT_SCHEMA = pa.schema(OUTPUT_FIELDS)
 
 
 def output_batch(tag: str, n: int, **columns: pa.Array) -> pa.RecordBatch:
     """A batch of the multiplexed layout; columns not given are null."""
     arrays = [
         constant(tag, n, pa.string()) if name == "tag" else columns.get(name, pa.nulls(n, type_))
-        for name, type_ in OUTPUT_FIELDS
+        for name, type_ in zip(OUTPUT_SCHEMA.names, OUTPUT_SCHEMA.types, strict=True)
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=OUTPUT_SCHEMA)
 

@@ -37,6 +37,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from musicrec.config.schema import GtsConfig
+from musicrec.contract import GTS_TASKS, Domain, Protocol, task
 from musicrec.prep.build import (
     LIKE,
     LISTEN_PLUS,
@@ -51,17 +52,8 @@ from musicrec.prep.build import (
     sequence_batches,
     to_stream,
 )
-from musicrec.prep.sequences import Domain
 
 FEEDBACK_CODES = {"listen_plus": LISTEN_PLUS, "like": LIKE}
-GTS_TASKS: dict[str, tuple[Domain, str | None]] = {
-    "next_track": ("track", None),
-    "T1": ("track", "absent"),
-    "T2": ("track", "present"),
-    "next_artist": ("artist", None),
-    "T3": ("artist", "absent"),
-    "T4": ("artist", "present"),
-}
 
 
 @dataclass(frozen=True)
@@ -87,10 +79,6 @@ def plan_windows(cfg: GtsConfig, max_timestamp: int) -> Windows:
     val_end = test_start - cfg.gap
     val_start = val_end - cfg.val_size
     return Windows(test_end, (Window("val", val_start, val_end, val_start - cfg.gap), test))
-
-
-def protocol(window: str, feedback: str) -> str:
-    return f"gts_{window}_{feedback}"
 
 
 def feedback_events(events: DataFrame, cfg: GtsConfig, test_end: int) -> DataFrame:
@@ -157,15 +145,16 @@ def window_targets(train: Histories, window: Histories) -> tuple[dict[str, Windo
     in_window = window.user_rows() > 0
     evaluated = has_train & in_window
     out: dict[str, WindowTargets] = {}
-    for task, (domain, relation) in GTS_TASKS.items():
-        keys = _pair_keys(window, domain)
+    for name in GTS_TASKS:
+        t = task(name)
+        keys = _pair_keys(window, t.domain)
         keys = keys[has_train[keys >> 32]]
-        if relation is not None:
-            present = np.isin(keys, _pair_keys(train, domain), assume_unique=True)
-            keys = keys[present if relation == "present" else ~present]
+        if t.relation is not None:
+            present = np.isin(keys, _pair_keys(train, t.domain), assume_unique=True)
+            keys = keys[present if t.relation == "present" else ~present]
         users, offsets = ragged(keys >> 32, train.n_users)
         items = (keys & 0xFFFFFFFF).astype(np.int32)
-        out[task] = WindowTargets(users, offsets, items, int(evaluated.sum()) - len(users))
+        out[name] = WindowTargets(users, offsets, items, int(evaluated.sum()) - len(users))
     counts = {
         "users_with_train": int(has_train.sum()),
         "users_dropped_no_train": int((in_window & ~has_train).sum()),
@@ -189,7 +178,7 @@ def sequences_fn(p: GtsParams) -> ChunkFn:
         for feedback in p.feedbacks:
             for w in p.windows.windows:
                 train = period(events, feedback, None, w.train_end)
-                yield from sequence_batches(train, protocol(w.name, feedback), train_split, p.ks)
+                yield from sequence_batches(train, Protocol.gts(w.name, feedback).name, train_split, p.ks)
 
     return fn
 
@@ -203,12 +192,13 @@ def outputs_fn(p: GtsParams) -> ChunkFn:
                 train = period(events, feedback, None, w.train_end)
                 window = period(events, feedback, w.start, w.end)
                 targets, counts = window_targets(train, window)
+                protocol = Protocol.gts(w.name, feedback).name
                 prefix = f"{w.name}/{feedback}"
                 stats = {f"{prefix}/{name}": value for name, value in counts.items()}
-                for task, t in targets.items():
-                    stats[f"{prefix}/{task}/examples"] = len(t.users)
-                    stats[f"{prefix}/{task}/targets"] = len(t.items)
-                    stats[f"{prefix}/{task}/empty_targets"] = t.empty
+                for name, t in targets.items():
+                    stats[f"{prefix}/{name}/examples"] = len(t.users)
+                    stats[f"{prefix}/{name}/targets"] = len(t.items)
+                    stats[f"{prefix}/{name}/empty_targets"] = t.empty
                     n = len(t.users)
                     if n:
                         yield output_batch(
@@ -217,17 +207,17 @@ def outputs_fn(p: GtsParams) -> ChunkFn:
                             uid=pa.array(events.uid[t.users], pa.int32()),
                             window=constant(w.name, n, pa.string()),
                             feedback=constant(feedback, n, pa.string()),
-                            task=constant(task, n, pa.string()),
+                            task=constant(name, n, pa.string()),
                             targets=list_array(t.offsets, t.items, pa.int32()),
                         )
                 yield count_batch("gts", stats)
-                yield count_batch("users", {protocol(w.name, feedback): counts["users_with_train"]})
+                yield count_batch("users", {protocol: counts["users_with_train"]})
                 unmapped = train.artist < 0
                 yield count_batch(
                     "artists",
                     {
-                        f"{protocol(w.name, feedback)}/unmapped_events": int(unmapped.sum()),
-                        f"{protocol(w.name, feedback)}/users_with_unmapped": int(
+                        f"{protocol}/unmapped_events": int(unmapped.sum()),
+                        f"{protocol}/users_with_unmapped": int(
                             (np.bincount(train.group[unmapped], minlength=train.n_users) > 0).sum()
                         ),
                     },

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from musicrec.contract import HOLDOUT, HOLDOUT_TASKS, SPLITS, task
 from musicrec.prep.build import (
-    SPLITS,
     ChunkFn,
     Histories,
     count_batch,
@@ -33,14 +33,8 @@ from musicrec.prep.build import (
     sequence_batches,
     split_labels,
 )
-from musicrec.prep.sequences import Domain, Kind, sequence_mask
+from musicrec.prep.sequences import sequence_mask
 
-TASKS: dict[str, tuple[Kind, Domain]] = {
-    "T1": ("disc", "track"),
-    "T2": ("fam", "track"),
-    "T3": ("disc", "artist"),
-    "T4": ("fam", "artist"),
-}
 TOO_FEW = "skipped_too_few_task_events"
 EMPTY_HISTORY = "skipped_empty_history"
 SKIP_DETAIL = {
@@ -79,12 +73,12 @@ class TaskExamples:
     empty_history: np.ndarray  # bool per user
 
 
-def task_examples(h: Histories, task: str, gt_size: int) -> TaskExamples:
-    """Holdout examples of ``task`` for every user of ``h`` (each user's full H(u)) at once."""
-    kind, domain = TASKS[task]
-    items = h.items(domain)
+def task_examples(h: Histories, name: str, gt_size: int) -> TaskExamples:
+    """Holdout examples of task ``name`` for every user of ``h`` (each user's full H(u)) at once."""
+    t = task(name)
+    items = h.items(t.domain)
     present = h.user_rows() > 0
-    truth = np.flatnonzero(sequence_mask(h.group, items, kind, 1))
+    truth = np.flatnonzero(sequence_mask(h.group, items, t.kind, 1))
     truth_group = h.group[truth]
     per_user = np.bincount(truth_group, minlength=h.n_users)
     enough = per_user >= gt_size
@@ -126,7 +120,7 @@ def sequences_fn(p: HoldoutParams) -> ChunkFn:
     """Per chunk of H(u): the ``holdout`` protocol's sequences of every user, labelled with the split."""
 
     def fn(h: Histories) -> Iterator[pa.RecordBatch]:
-        yield from sequence_batches(h, "holdout", user_split(h.uid, p.seed, p.ratios), p.ks)
+        yield from sequence_batches(h, HOLDOUT.name, user_split(h.uid, p.seed, p.ratios), p.ks)
 
     return fn
 
@@ -146,13 +140,13 @@ def outputs_fn(p: HoldoutParams) -> ChunkFn:
             ),
         }
         evaluation = h.select(codes[h.group] > 0)
-        for task in TASKS:
-            ex = task_examples(evaluation, task, p.gt_size)
+        for name in HOLDOUT_TASKS:
+            ex = task_examples(evaluation, name, p.gt_size)
             user_codes = codes[ex.users]
             for i, split in enumerate(SPLITS[1:], start=1):
-                counts[f"{task}/{split}/evaluated"] = int((user_codes == i).sum())
-                counts[f"{task}/{split}/{TOO_FEW}"] = int((ex.too_few & (codes == i)).sum())
-                counts[f"{task}/{split}/{EMPTY_HISTORY}"] = int((ex.empty_history & (codes == i)).sum())
+                counts[f"{name}/{split}/evaluated"] = int((user_codes == i).sum())
+                counts[f"{name}/{split}/{TOO_FEW}"] = int((ex.too_few & (codes == i)).sum())
+                counts[f"{name}/{split}/{EMPTY_HISTORY}"] = int((ex.empty_history & (codes == i)).sum())
             n = len(ex.users)
             if n:
                 yield output_batch(
@@ -160,7 +154,7 @@ def outputs_fn(p: HoldoutParams) -> ChunkFn:
                     n,
                     uid=pa.array(evaluation.uid[ex.users], pa.int32()),
                     split=split_labels(user_codes),
-                    task=pa.repeat(pa.scalar(task), n),
+                    task=pa.repeat(pa.scalar(name), n),
                     history_items=list_array(ex.history_offsets, ex.history_items, pa.int32()),
                     history_timestamps=list_array(ex.history_offsets, ex.history_timestamps, pa.int64()),
                     targets=list_array(ex.target_offsets, ex.targets, pa.int32()),
@@ -169,6 +163,6 @@ def outputs_fn(p: HoldoutParams) -> ChunkFn:
             "holdout", counts, {k: SKIP_DETAIL[k.rsplit("/", 1)[1]] for k in counts if "skipped" in k}
         )
         yield count_batch("artists", artist_counts)
-        yield count_batch("users", {"holdout": h.n_users})
+        yield count_batch("users", {HOLDOUT.name: h.n_users})
 
     return fn

@@ -51,11 +51,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from musicrec.config import Config
+from musicrec.contract import HOLDOUT, schemas
 from musicrec.errors import InputError
 from musicrec.lake.delta import Staged, commit, read_table, stage, table_exists
 from musicrec.lake.tables import PARTITIONING, table_path
 from musicrec.prep import build, filters, gts, holdout, stats
-from musicrec.prep.build import HOLDOUT_LISTEN, OUTPUTS_DDL, SEQUENCES_DDL
+from musicrec.prep.build import HOLDOUT_LISTEN, OUTPUT_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def _staged_sequences(spark: SparkSession, staged: Staged) -> DataFrame | None:
         return None
     # The known schema (partition columns included) spares Spark inferring it from every file.
     folder = posixpath.join(staged.path, staged.adds[0].path.split("/", 1)[0])
-    return spark.read.schema(SEQUENCES_DDL).parquet(folder)
+    return spark.read.schema(schemas.spark_schema(schemas.SEQUENCES)).parquet(folder)
 
 
 def _filter_counts(counts: dict[str, DataFrame]) -> dict[str, dict[str, int | None]]:
@@ -152,7 +153,11 @@ def run_preprocess(config: Config, spark: SparkSession) -> dict[str, Any]:
     if not table_exists(path("events")):
         raise InputError(f"no events table at {path('events')}; run the ingest job first")
     events = read_table(spark, path("events"))
-    max_ts = events.agg(F.max("timestamp")).first()[0]  # type: ignore[index]
+    # One scan for both scalars. Events at or after test_end fall in no split (§7) and are counted;
+    # with the default test_end (the largest timestamp plus one) there are none.
+    last = config.gts.last_timestamp
+    after_end = F.count_if(F.col("timestamp") >= last) if last is not None else F.lit(0)
+    max_ts, n_after_end = events.agg(F.max("timestamp"), after_end).first()  # type: ignore[misc]
     if max_ts is None:
         raise InputError(f"the events table at {path('events')} is empty")
     windows = gts.plan_windows(config.gts, int(max_ts))
@@ -181,27 +186,19 @@ def run_preprocess(config: Config, spark: SparkSession) -> dict[str, Any]:
     with _Cache() as cache:
         streams = _user_streams(config, events, windows, cache)
         done("shuffled and filtered")
-        sequences = build.map_users(streams.histories, holdout.sequences_fn(hp), SEQUENCES_DDL).unionByName(
-            build.map_users(streams.gts_events, gts.sequences_fn(gp), SEQUENCES_DDL)
+        sequences = build.map_users(streams.histories, holdout.sequences_fn(hp), schemas.SEQUENCES).unionByName(
+            build.map_users(streams.gts_events, gts.sequences_fn(gp), schemas.SEQUENCES)
         )
         stage_table("sequences", sequences)
         outputs = cache.add(
-            build.map_users(streams.histories, holdout.outputs_fn(hp), OUTPUTS_DDL).unionByName(
-                build.map_users(streams.gts_events, gts.outputs_fn(gp), OUTPUTS_DDL)
+            build.map_users(streams.histories, holdout.outputs_fn(hp), OUTPUT_SCHEMA).unionByName(
+                build.map_users(streams.gts_events, gts.outputs_fn(gp), OUTPUT_SCHEMA)
             )
         )
         tag = F.col("tag")
-        stage_table("user_splits", outputs.filter(tag == "split").select("uid", "split"))
-        stage_table(
-            "holdout_examples",
-            outputs.filter(tag == "holdout").select(
-                "uid", "task", "split", "history_items", "history_timestamps", "targets"
-            ),
-        )
-        stage_table(
-            "gts_examples",
-            outputs.filter(tag == "gts").select("uid", "window", "feedback", "task", "targets"),
-        )
+        stage_table("user_splits", outputs.filter(tag == "split").select(*schemas.USER_SPLITS.names))
+        stage_table("holdout_examples", outputs.filter(tag == "holdout").select(*schemas.HOLDOUT_EXAMPLES.names))
+        stage_table("gts_examples", outputs.filter(tag == "gts").select(*schemas.GTS_EXAMPLES.names))
 
         rows = stats.count_rows(outputs.filter(tag == "count"))
         protocol_users = {name: value for section, name, value, _ in rows if section == "users"}
@@ -211,7 +208,7 @@ def run_preprocess(config: Config, spark: SparkSession) -> dict[str, Any]:
         filter_counts = _filter_counts(streams.filter_counts)
         for name, counts in filter_counts.items():
             rows += stats.filter_rows(name, counts)
-        rows += stats.window_rows(windows)
+        rows += stats.window_rows(windows, n_after_end)
         stage_table("stats", stats.stats_frame(spark, rows), replace_where={"job": stats.JOB})
 
     versions = {table: commit(staged[table]) for table in OUTPUT_TABLES}
@@ -219,7 +216,8 @@ def run_preprocess(config: Config, spark: SparkSession) -> dict[str, Any]:
     return {
         "events_max_timestamp": int(max_ts),
         "gts_test_end": windows.test_end,
-        "users": int(protocol_users.get("holdout", 0)),
+        "gts_events_after_test_end": int(n_after_end),
+        "users": int(protocol_users.get(HOLDOUT.name, 0)),
         "listens_in_histories": filter_counts["length"]["rows_out"],
         **{f"rows.{table}": staged[table].rows for table in OUTPUT_TABLES},
         **{f"version.{table}": version for table, version in versions.items()},

@@ -12,23 +12,9 @@ unmapped artist) and are never part of any sequence.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
-Kind = Literal["lh", "disc", "fam"]
-Domain = Literal["track", "artist"]
-KINDS: tuple[Kind, ...] = ("lh", "disc", "fam")
-DOMAINS: tuple[Domain, ...] = ("track", "artist")
-SEQUENCE_NAMES: tuple[str, ...] = tuple(f"{k}_{d}" for d in DOMAINS for k in KINDS)
-
-
-def parse_name(name: str) -> tuple[Kind, Domain]:
-    """Split a sequence name such as ``disc_track`` into (kind, domain)."""
-    if name not in SEQUENCE_NAMES:
-        raise ValueError(f"unknown sequence name {name!r}; expected one of {', '.join(SEQUENCE_NAMES)}")
-    kind, domain = name.split("_")
-    return kind, domain  # type: ignore[return-value]
+from musicrec.contract.tasks import KINDS, Kind, parse_name
 
 
 def canonical_order(uid: np.ndarray, timestamp: np.ndarray, item_id: np.ndarray) -> np.ndarray:

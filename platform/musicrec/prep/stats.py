@@ -11,7 +11,8 @@ One row per statistic: ``section``, ``name`` (a ``/``-separated path ending in t
 - ``users``: users per protocol (``holdout``: users of H(u); GTS: users with training events).
 - ``artists``: events with no mapped artist (left out of artist sequences), per protocol.
 - ``holdout``: ``users/<split>`` and ``<task>/<split>/evaluated|skipped_*``.
-- ``gts``: ``boundaries/*`` in seconds, and ``<window>/<feedback>/...`` user and target counts.
+- ``gts``: ``boundaries/*`` in seconds, ``events_at_or_after_test_end`` (all event types; they
+  belong to no split), and ``<window>/<feedback>/...`` user and target counts.
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from musicrec.contract import SEQUENCE_NAMES, schemas
 from musicrec.prep.gts import Windows
-from musicrec.prep.sequences import SEQUENCE_NAMES
 
 StatRow = tuple[str, str, float, str]
-STATS_DDL = "section string, name string, value double, detail string, job string"
 JOB = "preprocess"
 _REASONS = {
     "rows_null_ratio": "played_ratio_pct is null",
@@ -49,8 +49,11 @@ def count_rows(counts: DataFrame) -> list[StatRow]:
     return [(r["section"], r["name"], float(r["value"]), r["detail"]) for r in summed.collect()]
 
 
-def window_rows(windows: Windows) -> list[StatRow]:
-    rows: list[StatRow] = []
+def window_rows(windows: Windows, events_after_end: int) -> list[StatRow]:
+    """The window boundaries, and how many events lie at or after ``test_end`` (in no split, §7)."""
+    rows: list[StatRow] = [
+        ("gts", "events_at_or_after_test_end", float(events_after_end), "timestamp >= test_end; in no split")
+    ]
     for w in windows.windows:
         rows += [
             ("gts", f"boundaries/{w.name}_start", float(w.start), "inclusive"),
@@ -141,4 +144,4 @@ def sequence_rows(
 
 
 def stats_frame(spark: SparkSession, rows: Iterable[StatRow]) -> DataFrame:
-    return spark.createDataFrame([(*row, JOB) for row in sorted(rows)], STATS_DDL)
+    return spark.createDataFrame([(*row, JOB) for row in sorted(rows)], schemas.spark_schema(schemas.STATS))
