@@ -15,27 +15,25 @@ import torch
 from deltalake import write_deltalake
 
 from musicrec.arrays import Ragged
+from musicrec.contract import SEQUENCE_NAMES
 from musicrec.evaluate.external import score_examples, score_predictions
 from musicrec.evaluate.protocols import (
     EvalOptions,
-    TaskExamples,
     _sample_negatives,
     evaluate,
     evaluate_gts,
     evaluate_holdout,
     format_results,
-    load_gts,
-    load_holdout,
     log_results,
     model_inputs,
     predictions,
     shuffled,
-    train_sequences,
 )
+from musicrec.lake.readers import TaskExamples, load_gts, load_holdout, train_sequences
 from musicrec.models import ItemIndex, Model, fit_model
 from musicrec.models.mostpop import MostPop
 from musicrec.models.transition import Transition
-from musicrec.prep.sequences import SEQUENCE_NAMES, derive_items
+from musicrec.prep.sequences import derive_items
 
 L3 = math.log2(3)
 IDCG3 = 1 + 1 / L3 + 1 / 2

@@ -15,13 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from musicrec.data.generator import GeneratorParams, generate
-from musicrec.evaluate.protocols import (
-    EvalOptions,
-    evaluate_holdout,
-    load_holdout,
-    predictions,
-    train_sequences,
-)
+from musicrec.evaluate.protocols import EvalOptions, evaluate_holdout, predictions
+from musicrec.lake.readers import load_holdout, train_sequences
 from musicrec.models import fit_model
 from musicrec.models.transition import Transition
 

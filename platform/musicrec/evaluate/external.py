@@ -20,7 +20,6 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -28,9 +27,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from musicrec.arrays import Ragged
+from musicrec.contract import GTS_TASKS, HOLDOUT_TASKS, PROTOCOL_KINDS, ProtocolKind
 from musicrec.evaluate.metrics import METRICS, compute_metrics
-from musicrec.evaluate.protocols import GTS_TASKS, HOLDOUT_TASKS, TaskExamples, load_gts, load_holdout
 from musicrec.evaluate.ranking import task_filter
+from musicrec.lake.readers import TaskExamples, load_gts, load_holdout
 from musicrec.models.items import rows_by_key
 
 TaskScores = dict[str, dict[str, float | int]]
@@ -140,7 +140,7 @@ def score_examples(
 
 def score_predictions(
     predictions: pa.Table | str | Path,
-    examples_kind: Literal["holdout", "gts"],
+    examples_kind: ProtocolKind,
     lake_root: str,
     dataset: str,
     split: str = "test",
@@ -157,8 +157,8 @@ def score_predictions(
     """
     table = _as_table(predictions)
     validate_predictions(table)
-    if examples_kind not in ("holdout", "gts"):
-        raise ValueError(f"examples_kind must be 'holdout' or 'gts', got {examples_kind!r}")
+    if examples_kind not in PROTOCOL_KINDS:
+        raise ValueError(f"examples_kind must be one of {PROTOCOL_KINDS}, got {examples_kind!r}")
     tasks = sorted(set(table["task"].to_pylist()))
     allowed = HOLDOUT_TASKS if examples_kind == "holdout" else GTS_TASKS
     wrong = [t for t in tasks if t not in allowed]

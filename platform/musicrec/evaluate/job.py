@@ -17,45 +17,35 @@ import mlflow
 import pandas as pd
 
 from musicrec.config import Config
+from musicrec.contract import DOMAINS, HOLDOUT, TASKS, Protocol, sequence_name
 from musicrec.errors import InputError
 from musicrec.evaluate.external import score_predictions
-from musicrec.evaluate.protocols import (
-    HOLDOUT_TASKS,
-    EvalOptions,
-    evaluate,
-    format_results,
-    load_gts,
-    load_holdout,
-    log_results,
-    train_sequences,
-)
+from musicrec.evaluate.protocols import EvalOptions, evaluate, format_results, log_results
+from musicrec.lake.readers import load_gts, load_holdout, train_sequences
 from musicrec.models import family_class, fit_model
 from musicrec.runtime.mlflow_setup import setup_mlflow
 from musicrec.tracking.runs import log_lineage
 
 log = logging.getLogger(__name__)
 
-# (training sequence, tasks it is evaluated on): general models first, then on-task models.
+# (training sequence, tasks it is evaluated on): general models first (the domain's listening
+# history, on every task of the domain), then on-task models (each task's own sequence).
 TRAINING: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("lh_track", ("T1", "T2", "next_track")),
-    ("lh_artist", ("T3", "T4", "next_artist")),
-    ("disc_track", ("T1",)),
-    ("fam_track", ("T2",)),
-    ("disc_artist", ("T3",)),
-    ("fam_artist", ("T4",)),
+    *((sequence_name("lh", d), tuple(n for n, t in TASKS.items() if t.domain == d)) for d in DOMAINS),
+    *((t.truth, (n,)) for n, t in TASKS.items() if t.kind != "lh"),
 )
 READS = ("sequences", "holdout_examples", "gts_examples")
 PRINTED_METRICS = ("ndcg", "recall", "hr")
 
 
-def _protocols(config: Config) -> list[tuple[str, str]]:
-    """(protocol of `sequences` and of the results, "holdout" or the GTS feedback) per evaluated protocol."""
+def _protocols(config: Config) -> list[Protocol]:
+    """Every evaluated protocol: the holdout, and the GTS stage of the evaluated split per feedback."""
     out = []
-    for protocol in config.evaluate.protocols:
-        if protocol == "holdout":
-            out.append(("holdout", "holdout"))
+    for kind in config.evaluate.protocols:
+        if kind == "holdout":
+            out.append(HOLDOUT)
         else:
-            out += [(f"gts_{config.evaluate.split}_{fb}", fb) for fb in config.gts.feedbacks]
+            out += [Protocol.gts(config.evaluate.split, fb) for fb in config.gts.feedbacks]
     return out
 
 
@@ -105,16 +95,17 @@ def run_evaluate(config: Config) -> dict[str, Any]:
     tables = []
     with mlflow.start_run(run_name="evaluate") as parent:
         versions = log_lineage(config, READS)
-        for protocol, label in _protocols(config):
+        for proto in _protocols(config):
+            protocol, label = proto.name, proto.feedback or proto.name
             # Examples and training sequences are read once per protocol / sequence and shared
             # by every scorer.
-            if label == "holdout":
+            if proto.kind == "holdout":
                 examples = load_holdout(config.lake.root, config.dataset.name, split)
             else:
                 examples = load_gts(config.lake.root, config.dataset.name, split, label)
             for sequence, all_tasks in TRAINING:
                 # next_track / next_artist exist only in the GTS protocol.
-                tasks = tuple(t for t in all_tasks if label != "holdout" or t in HOLDOUT_TASKS)
+                tasks = tuple(t for t in all_tasks if t in proto.tasks)
                 train = train_sequences(config.lake.root, config.dataset.name, protocol, sequence, 1)
                 for scorer_name in config.evaluate.scorers:
                     scorer = family_class(scorer_name)(seed=config.seed)

@@ -27,27 +27,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
 from musicrec.arrays import Ragged
+from musicrec.contract import GTS_TASKS, HOLDOUT, HOLDOUT_TASKS, Protocol, parse_name
 from musicrec.evaluate.metrics import METRICS, compute_metrics, coverage
 from musicrec.evaluate.ranking import ScoreFn, default_batch_size, rank_users, task_filter
-from musicrec.lake.delta import read_arrow, table_exists
-from musicrec.lake.tables import table_path
-from musicrec.models import FittedModel, rows_by_key
-from musicrec.prep.sequences import parse_name, sequence_mask
+from musicrec.lake.readers import TaskExamples, load_gts, load_holdout
+from musicrec.models import FittedModel
+from musicrec.prep.sequences import sequence_mask
 
-HOLDOUT_TASKS: tuple[str, ...] = ("T1", "T2", "T3", "T4")
-GTS_TASKS: tuple[str, ...] = ("next_track", "next_artist", "T1", "T2", "T3", "T4")
-TASK_DOMAIN: dict[str, str] = {
-    "T1": "track",
-    "T2": "track",
-    "next_track": "track",
-    "T3": "artist",
-    "T4": "artist",
-    "next_artist": "artist",
-}
 RESULT_COLUMNS: tuple[str, ...] = (
     "model",
     "task",
@@ -81,133 +70,6 @@ class EvalOptions:
     sampled_n: int = 1000
     sampled_ks: tuple[int, ...] = (1, 5, 10, 20)
     sampled_seed: int = 0
-
-
-@dataclass(frozen=True)
-class TaskExamples:
-    """One task's evaluation users, raw ids: full history in the task's domain and targets."""
-
-    task: str
-    uids: np.ndarray
-    history: Ragged
-    targets: Ragged
-
-
-def read_table(
-    lake_root: str, dataset: str, table: str, filters: list[tuple[str, str, object]] | None = None
-) -> pa.Table:
-    """One lake table of the dataset as Arrow (partition filters are pushed down by delta-rs)."""
-    path = table_path(lake_root, dataset, table)
-    if not table_exists(path):
-        raise FileNotFoundError(f"no {table} table at {path}: run `musicrec preprocess` first")
-    return read_arrow(path, filters=filters)
-
-
-def _check_columns(table: pa.Table, name: str, columns: Sequence[str]) -> None:
-    missing = [c for c in columns if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{name} lacks columns {missing}")
-
-
-def holdout_examples(
-    table: pa.Table, split: str = "test", tasks: Sequence[str] = HOLDOUT_TASKS
-) -> list[TaskExamples]:
-    """Per task, the ``holdout_examples`` rows of ``split``, sorted by uid."""
-    _check_columns(table, "holdout_examples", ("uid", "task", "split", "history_items", "targets"))
-    out = []
-    for task in tasks:
-        if task not in HOLDOUT_TASKS:
-            raise ValueError(f"{task!r} is not a holdout task; expected some of {HOLDOUT_TASKS}")
-        rows = table.filter(pc.and_(pc.equal(table["task"], task), pc.equal(table["split"], split)))
-        rows = rows.sort_by("uid")
-        out.append(
-            TaskExamples(
-                task,
-                rows["uid"].to_numpy().astype(np.int64),
-                Ragged.from_arrow(rows["history_items"]),
-                Ragged.from_arrow(rows["targets"]).distinct(),
-            )
-        )
-    return out
-
-
-def gts_examples(
-    examples: pa.Table,
-    sequences: pa.Table,
-    window: str = "test",
-    feedback: str = "listen_plus",
-    tasks: Sequence[str] = GTS_TASKS,
-) -> list[TaskExamples]:
-    """Per task, the ``gts_examples`` rows of (window, feedback) joined to the users' lh rows."""
-    _check_columns(examples, "gts_examples", ("uid", "window", "feedback", "task", "targets"))
-    _check_columns(sequences, "sequences", ("protocol", "uid", "name", "k", "items"))
-    protocol = f"gts_{window}_{feedback}"
-    chosen = examples.filter(
-        pc.and_(pc.equal(examples["window"], window), pc.equal(examples["feedback"], feedback))
-    )
-    out = []
-    for task in tasks:
-        if task not in GTS_TASKS:
-            raise ValueError(f"{task!r} is not a GTS task; expected some of {GTS_TASKS}")
-        rows = chosen.filter(pc.equal(chosen["task"], task)).sort_by("uid")
-        uids = rows["uid"].to_numpy().astype(np.int64)
-        lh = sequences.filter(
-            pc.and_(
-                pc.and_(
-                    pc.equal(sequences["protocol"], protocol),
-                    pc.equal(sequences["name"], f"lh_{TASK_DOMAIN[task]}"),
-                ),
-                pc.equal(sequences["k"], 1),
-            )
-        )
-        lh_uids = lh["uid"].to_numpy().astype(np.int64)
-        if len(np.unique(lh_uids)) != len(lh_uids):
-            raise ValueError(
-                f"sequences has several lh_{TASK_DOMAIN[task]} rows for one user under {protocol}"
-            )
-        # Users without an lh row (e.g. no mapped artist) get an empty history.
-        history = Ragged.from_arrow(lh["items"]).take(rows_by_key(lh_uids, uids))
-        out.append(TaskExamples(task, uids, history, Ragged.from_arrow(rows["targets"]).distinct()))
-    return out
-
-
-def load_holdout(
-    lake_root: str, dataset: str, split: str = "test", tasks: Sequence[str] = HOLDOUT_TASKS
-) -> list[TaskExamples]:
-    table = read_table(lake_root, dataset, "holdout_examples", [("split", "=", split)])
-    return holdout_examples(table, split, tasks)
-
-
-def load_gts(
-    lake_root: str,
-    dataset: str,
-    window: str = "test",
-    feedback: str = "listen_plus",
-    tasks: Sequence[str] = GTS_TASKS,
-) -> list[TaskExamples]:
-    examples = read_table(
-        lake_root, dataset, "gts_examples", [("window", "=", window), ("feedback", "=", feedback)]
-    )
-    sequences = read_table(
-        lake_root,
-        dataset,
-        "sequences",
-        [("protocol", "=", f"gts_{window}_{feedback}"), ("name", "in", ["lh_track", "lh_artist"])],
-    )
-    return gts_examples(examples, sequences, window, feedback, tasks)
-
-
-def train_sequences(
-    lake_root: str, dataset: str, protocol: str = "holdout", name: str = "lh_track", k: int = 1
-) -> list[np.ndarray]:
-    """Training sequences (raw ids, by uid) of ``protocol``: holdout train users, or every GTS user."""
-    table = read_table(
-        lake_root,
-        dataset,
-        "sequences",
-        [("protocol", "=", protocol), ("name", "=", name), ("k", "=", k), ("split", "=", "train")],
-    ).sort_by("uid")
-    return Ragged.from_arrow(table["items"]).to_lists()
 
 
 def model_inputs(model: FittedModel, history: Ragged) -> Ragged:
@@ -405,7 +267,7 @@ def evaluate_holdout(
     tasks: Sequence[str] = HOLDOUT_TASKS,
     options: EvalOptions = EvalOptions(),
 ) -> pd.DataFrame:
-    return evaluate(models, load_holdout(lake_root, dataset, split, tasks), "holdout", split, options)
+    return evaluate(models, load_holdout(lake_root, dataset, split, tasks), HOLDOUT.name, split, options)
 
 
 def evaluate_gts(
@@ -418,7 +280,7 @@ def evaluate_gts(
     options: EvalOptions = EvalOptions(),
 ) -> pd.DataFrame:
     examples = load_gts(lake_root, dataset, window, feedback, tasks)
-    return evaluate(models, examples, f"gts_{window}_{feedback}", window, options)
+    return evaluate(models, examples, Protocol.gts(window, feedback).name, window, options)
 
 
 def format_results(df: pd.DataFrame, digits: int = 4) -> str:

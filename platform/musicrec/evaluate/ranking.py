@@ -14,16 +14,9 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
+from musicrec import contract
 from musicrec.arrays import Ragged, as_ragged
 
-FILTERS: dict[str, str | None] = {
-    "T1": "exclude",
-    "T2": "only",
-    "T3": "exclude",
-    "T4": "only",
-    "next_track": None,
-    "next_artist": None,
-}
 # Scores of the users [start, stop) of the call, shape (stop - start, n_items).
 ScoreFn = Callable[[int, int], torch.Tensor]
 Rows = Ragged | Iterable[Sequence[int] | np.ndarray]
@@ -36,11 +29,9 @@ def default_batch_size(n_items: int) -> int:
     return max(1, SCORE_BUDGET_ELEMENTS // max(n_items, 1))
 
 
-def task_filter(task: str) -> str | None:
+def task_filter(task: str) -> contract.Filter | None:
     """The task's candidate filter: "exclude", "only" or None."""
-    if task not in FILTERS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(FILTERS)}")
-    return FILTERS[task]
+    return contract.task(task).filter
 
 
 def _exact_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,6 +36,11 @@ from deltalake.transaction import AddAction, create_table_with_add_actions
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
+# The Spark-free reads live in lake.readers; re-exported for the Spark jobs that also read.
+from musicrec.lake.readers import read_arrow as read_arrow
+from musicrec.lake.readers import table_exists as table_exists
+from musicrec.lake.readers import table_version as table_version
+
 log = logging.getLogger(__name__)
 
 Writer = Literal["auto", "spark_delta", "delta_rs"]
@@ -219,14 +224,6 @@ def write_table(
     return commit(staged)
 
 
-def table_exists(path: str) -> bool:
-    return DeltaTable.is_deltatable(_abs(path))
-
-
-def table_version(path: str) -> int:
-    return DeltaTable(_abs(path)).version()
-
-
 def read_table(spark: SparkSession, path: str, *, version: int | None = None) -> DataFrame:
     """A Spark DataFrame over one version (default: the latest) of a Delta table.
 
@@ -262,15 +259,3 @@ def read_table(spark: SparkSession, path: str, *, version: int | None = None) ->
     for frame in frames[1:]:
         out = out.unionByName(frame)
     return out.select(*spark_schema.fieldNames())
-
-
-def read_arrow(
-    path: str,
-    *,
-    version: int | None = None,
-    columns: Sequence[str] | None = None,
-    filters: list[tuple[str, str, object]] | None = None,
-) -> pa.Table:
-    """One version of a Delta table as an Arrow table, without Spark (evaluation, inference)."""
-    dt = DeltaTable(_abs(path), version=version)
-    return dt.to_pyarrow_table(columns=list(columns) if columns else None, filters=filters)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from musicrec import contract
 from musicrec.arrays import Ragged
 from musicrec.models.base import Model, TrainingData
 from musicrec.models.items import ItemIndex
-from musicrec.prep.sequences import parse_name
 
 FORMAT_VERSION = 1
 
@@ -31,11 +31,9 @@ class FittedModel:
     tasks: tuple[str, ...] | None = None
 
     def runs_on(self, task: str) -> bool:
-        from musicrec.evaluate.protocols import TASK_DOMAIN
-
         if self.tasks is not None:
             return task in self.tasks
-        return TASK_DOMAIN[task] == parse_name(self.sequence)[1]
+        return contract.task(task).domain == contract.parse_name(self.sequence)[1]
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -85,7 +83,7 @@ def fit_model(
     timestamps: Ragged | Sequence[np.ndarray] | None = None,
 ) -> FittedModel:
     """Index the raw item ids of ``train_sequences`` and fit ``model`` on them."""
-    parse_name(sequence)
+    contract.parse_name(sequence)
     raw = Ragged.from_lists(train_sequences) if not isinstance(train_sequences, Ragged) else train_sequences
     items = ItemIndex.from_items(raw.values)
     dense = Ragged(items.to_dense(raw.values), raw.offsets)

@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 
 from musicrec.config import Config, to_yaml
-from musicrec.lake.delta import table_exists, table_version
+from musicrec.lake.readers import table_exists, table_version
 from musicrec.lake.tables import table_path
 
 
