@@ -18,7 +18,16 @@ PLATFORM = str(Path(__file__).resolve().parents[1] / "platform")
 
 
 def seq(protocol: str, uid: int, name: str, k: int, split: str, items: list[int]) -> tuple:
-    return (protocol, uid, name, k, split, items, [10 * i for i in range(len(items))], list(range(len(items))))
+    return (
+        protocol,
+        uid,
+        name,
+        k,
+        split,
+        items,
+        [10 * i for i in range(len(items))],
+        list(range(len(items))),
+    )
 
 
 ROWS = [

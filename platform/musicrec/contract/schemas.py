@@ -89,7 +89,13 @@ GTS_EXAMPLES = pa.schema(
 )
 # ``job`` (the writing job) is the partition column: each job replaces only its own rows.
 STATS = pa.schema(
-    [("section", pa.string()), ("name", pa.string()), ("value", pa.float64()), ("detail", pa.string()), ("job", pa.string())]
+    [
+        ("section", pa.string()),
+        ("name", pa.string()),
+        ("value", pa.float64()),
+        ("detail", pa.string()),
+        ("job", pa.string()),
+    ]
 )
 RECOMMENDATIONS = pa.schema(
     [

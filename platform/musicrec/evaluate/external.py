@@ -17,6 +17,7 @@ Decisions where the spec is silent:
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,12 +29,14 @@ import pyarrow.parquet as pq
 
 from musicrec.arrays import Ragged
 from musicrec.contract import GTS_TASKS, HOLDOUT_TASKS, PROTOCOL_KINDS, ProtocolKind
-from musicrec.evaluate.metrics import METRICS, compute_metrics
+from musicrec.evaluate.metrics import METRICS, compute_metrics, key_span
 from musicrec.evaluate.ranking import task_filter
 from musicrec.lake.readers import TaskExamples, load_gts, load_holdout
 from musicrec.models.items import rows_by_key
 
+log = logging.getLogger(__name__)
 TaskScores = dict[str, dict[str, float | int]]
+ID_MAX = np.iinfo(np.int32).max
 
 
 def validate_predictions(table: pa.Table) -> None:
@@ -62,6 +65,14 @@ def validate_predictions(table: pa.Table) -> None:
         raise ValueError(f"predictions items hold {flat.null_count} null item ids")
     if len(flat) and pc.min(flat).as_py() < 0:
         raise ValueError("predictions items hold a negative item id")
+    # The lake's ids are int32: a larger id can match nothing, and would overflow the (user, item)
+    # keys of the candidate filter and the metrics.
+    for column, values in (("uid", table["uid"]), ("items", flat)):
+        if len(values) and pc.max(values).as_py() > ID_MAX:
+            raise ValueError(
+                f"predictions column {column} holds id {pc.max(values).as_py()}, above {ID_MAX}, "
+                "the largest id the lake's int32 ids can hold"
+            )
     pairs = table.group_by(["uid", "task"]).aggregate([("uid", "count")])
     dup = pairs.filter(pc.greater(pairs["uid_count"], 1))
     if len(dup):
@@ -81,7 +92,14 @@ def validate_predictions(table: pa.Table) -> None:
 
 
 def _as_table(predictions: pa.Table | str | Path) -> pa.Table:
-    return predictions if isinstance(predictions, pa.Table) else pq.read_table(predictions)
+    if isinstance(predictions, pa.Table):
+        return predictions
+    if not Path(predictions).is_file():
+        raise FileNotFoundError(f"predictions file {predictions} not found")
+    try:
+        return pq.read_table(predictions)
+    except pa.ArrowException as e:
+        raise ValueError(f"predictions file {predictions} is not a readable Parquet file: {e}") from None
 
 
 def _filtered(items: Ragged, history: Ragged, task: str) -> tuple[Ragged, int]:
@@ -91,7 +109,7 @@ def _filtered(items: Ragged, history: Ragged, task: str) -> tuple[Ragged, int]:
         return items, 0
     # Negative history entries (an unmapped artist) are no item and would break the keys.
     history = history.keep(history.values >= 0)
-    span = int(max(items.values.max(initial=0), history.values.max(initial=0))) + 1
+    span = key_span(len(items), items.values, history.values)
     in_history = np.isin(items.row_ids() * span + items.values, history.row_ids() * span + history.values)
     keep = ~in_history if kind == "exclude" else in_history
     return items.keep(keep), int((~keep).sum())
@@ -155,8 +173,12 @@ def score_predictions(
     prediction are evaluated with zero hits (reported as ``users_without_predictions``).
     Writes the result as JSON to ``output_json`` when given (NaN as null).
     """
+    if not ks or any(k < 1 for k in ks):
+        raise ValueError(f"cut-offs k must be positive integers (e.g. 10,100), got {list(ks)}")
     table = _as_table(predictions)
     validate_predictions(table)
+    if table.num_rows == 0:
+        log.warning("the predictions hold no rows: nothing to score")
     if examples_kind not in PROTOCOL_KINDS:
         raise ValueError(f"examples_kind must be one of {PROTOCOL_KINDS}, got {examples_kind!r}")
     tasks = sorted(set(table["task"].to_pylist()))

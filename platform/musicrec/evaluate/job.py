@@ -157,7 +157,9 @@ def run_score(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     try:
         ks = tuple(int(k) for k in args.k.split(","))
     except ValueError:
-        raise InputError(f"--k must be comma-separated integers, got {args.k!r}") from None
+        ks = ()
+    if not ks or min(ks) < 1:
+        raise InputError(f"--k must be comma-separated positive integers (e.g. 10,100), got {args.k!r}")
     try:
         result = score_predictions(
             args.predictions,

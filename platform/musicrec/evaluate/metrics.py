@@ -56,6 +56,17 @@ def check_ranked(ranked: np.ndarray) -> np.ndarray:
     return ranked
 
 
+def key_span(n_rows: int, *items: np.ndarray) -> int:
+    """The item span of int64 (row, item) keys ``row * span + item`` over ``n_rows`` rows.
+
+    Raises rather than let the keys wrap around, which would make unrelated pairs equal.
+    """
+    span = max((int(np.max(v, initial=0)) for v in items), default=0) + 1
+    if max(n_rows, 1) * span > np.iinfo(np.int64).max:
+        raise ValueError(f"item id {span - 1} is too large for {n_rows} rows of int64 (row, item) keys")
+    return span
+
+
 def relevance(ranked: np.ndarray, targets: Ragged) -> tuple[np.ndarray, np.ndarray]:
     """(rel, n_targets): rel[u, i] = ranked[u, i] is in u's distinct targets; |T_u|."""
     n = len(ranked)
@@ -65,7 +76,7 @@ def relevance(ranked: np.ndarray, targets: Ragged) -> tuple[np.ndarray, np.ndarr
     if len(t.values) and t.values.min() < 0:
         raise ValueError("targets hold a negative item")
     # One (user, item) key space lets a single np.isin test every user's list at once.
-    span = int(max(ranked.max(initial=0), t.values.max(initial=0))) + 1
+    span = key_span(n, ranked, t.values)
     keys = np.arange(n, dtype=np.int64)[:, None] * span + ranked
     rel = np.isin(keys, t.row_ids() * span + t.values) & (ranked >= 0)
     return rel, t.lengths
