@@ -11,13 +11,12 @@ from musicrec.contract import (
     HOLDOUT,
     HOLDOUT_TASKS,
     PROTOCOLS,
-    SCHEMAS,
     SEQUENCE_NAMES,
     TASKS,
     Protocol,
     parse_name,
-    spark_schema,
 )
+from musicrec.contract.schemas import SCHEMAS, spark_schema
 from musicrec.lake.tables import PARTITIONING
 
 

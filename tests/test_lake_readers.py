@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from musicrec.contract import spark_schema
+from musicrec.contract.schemas import spark_schema
 from musicrec.lake.delta import write_table
 from musicrec.lake.tables import PARTITIONING, table_path
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from musicrec.config import ConfigError, to_yaml
+from musicrec.contract import PROTOCOL_KINDS
 from musicrec.entry import add_config_args, config_from_args, run_job
 
 # Verbs of the spec that later work will build; they fail clearly instead of pretending.
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", help="Yambda-layout root to write (default: data.root)")
         elif verb == "score":
             p.add_argument("--predictions", required=True, help="parquet with uid, task, items (best first)")
-            p.add_argument("--examples", choices=["holdout", "gts"], required=True)
+            p.add_argument("--examples", choices=PROTOCOL_KINDS, required=True)
             p.add_argument("--lake", help="lake root (default: lake.root)")
             p.add_argument("--dataset", help="dataset name (default: dataset.name)")
             p.add_argument("--split", default="test", help="holdout split or GTS window (default test)")

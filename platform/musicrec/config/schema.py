@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from musicrec.contract import FEEDBACKS, PROTOCOL_KINDS, Feedback, ProtocolKind, Window
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -119,7 +121,7 @@ class GtsConfig(Section):
     test_size: int = Field(86_400, ge=1)
     val_size: int = Field(86_400, ge=0)
     gap: int = Field(1_800, ge=0)
-    feedbacks: list[Literal["listen_plus", "like"]] = Field(default_factory=lambda: ["listen_plus", "like"])
+    feedbacks: list[Feedback] = Field(default_factory=lambda: list(FEEDBACKS))
     listen_plus_min_ratio_pct: int = Field(50, ge=0)
     net_unlikes: bool = False
 
@@ -131,8 +133,8 @@ class SessionsConfig(Section):
 
 
 class EvaluateConfig(Section):
-    protocols: list[Literal["holdout", "gts"]] = Field(default_factory=lambda: ["holdout", "gts"], min_length=1)
-    split: Literal["val", "test"] = "test"  # holdout split and GTS window evaluated
+    protocols: list[ProtocolKind] = Field(default_factory=lambda: list(PROTOCOL_KINDS), min_length=1)
+    split: Window = "test"  # holdout split and GTS window evaluated
     scorers: list[Literal["mostpop", "transition"]] = Field(default_factory=lambda: ["mostpop", "transition"])
     ks: list[int] = Field(default_factory=lambda: [10, 100], min_length=1)
     batch_size: int = Field(1024, ge=1)

@@ -1,7 +1,7 @@
 """The platform's contracts, defined once: tasks, sequence names, protocols, event types
-(:mod:`.tasks`) and the columns of every lake table (:mod:`.schemas`). Imports no Spark."""
+(:mod:`.tasks`, re-exported here; pure Python, so the config and the CLI can use it) and the
+columns of every lake table (:mod:`.schemas`, Arrow; import it as ``musicrec.contract.schemas``)."""
 
-from musicrec.contract.schemas import SCHEMAS, schema, spark_schema
 from musicrec.contract.tasks import (
     DOMAINS,
     EVENT_TYPES,
@@ -42,7 +42,6 @@ __all__ = [
     "KINDS",
     "PROTOCOLS",
     "PROTOCOL_KINDS",
-    "SCHEMAS",
     "SEQUENCE_NAMES",
     "SPLITS",
     "TASKS",
@@ -59,8 +58,6 @@ __all__ = [
     "Task",
     "Window",
     "parse_name",
-    "schema",
     "sequence_name",
-    "spark_schema",
     "task",
 ]
