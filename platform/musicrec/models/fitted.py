@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from musicrec import contract
-from musicrec.arrays import Ragged
+from musicrec.arrays import Ragged, as_ragged
 from musicrec.models.base import Model, TrainingData
 from musicrec.models.items import ItemIndex
 
@@ -84,11 +84,9 @@ def fit_model(
 ) -> FittedModel:
     """Index the raw item ids of ``train_sequences`` and fit ``model`` on them."""
     contract.parse_name(sequence)
-    raw = Ragged.from_lists(train_sequences) if not isinstance(train_sequences, Ragged) else train_sequences
+    raw = as_ragged(train_sequences)
     items = ItemIndex.from_items(raw.values)
     dense = Ragged(items.to_dense(raw.values), raw.offsets)
-    stamps = None
-    if timestamps is not None:
-        stamps = timestamps if isinstance(timestamps, Ragged) else Ragged.from_lists(timestamps)
+    stamps = None if timestamps is None else as_ragged(timestamps)
     model.fit(TrainingData(dense, len(items), stamps))
     return FittedModel(name, model, items, sequence, k, tasks)
