@@ -129,11 +129,12 @@ def test_replace_where_overwrites_only_that_partition(spark, tmp_path):
                     replace_where={"job": "preprocess"})
 
 
-def test_native_writer_without_jars_is_a_clear_error(spark, tmp_path):
-    assert not delta.delta_jars_available(spark)
-    assert delta.resolve_writer(spark, "auto") == "delta_rs"
-    with pytest.raises(RuntimeError, match="jars are not on Spark's classpath"):
-        delta.write_table(spark, spark.createDataFrame(ROWS, SCHEMA), str(tmp_path / "t"), writer="spark_delta")
+def test_make_setup_put_the_delta_jars_on_sparks_classpath(spark):
+    from musicrec.runtime.jars import local_jars, packages
+
+    assert local_jars(), f"no jars for {packages()} in the venv: run `make setup`"
+    assert delta.delta_jars_available(spark)
+    assert delta.resolve_writer(spark, "auto") == "spark_delta"
 
 
 def test_reading_a_missing_table_names_the_path(spark, tmp_path):

@@ -67,11 +67,8 @@ class Staged:
 
 def delta_jars_available(spark: SparkSession) -> bool:
     """True when Spark can write ``format("delta")`` (Delta's classes are on the JVM classpath)."""
-    try:
-        spark._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")  # type: ignore[union-attr]
-        return True
-    except Exception:  # noqa: BLE001 - a Py4J error wrapping ClassNotFoundException
-        return False
+    # Spark's class loader, which also sees the jars added by spark.jars (the system one does not).
+    return bool(spark._jvm.org.apache.spark.util.Utils.classIsLoadable("io.delta.tables.DeltaTable"))  # type: ignore[union-attr]
 
 
 def resolve_writer(spark: SparkSession, writer: Writer = "auto") -> Literal["spark_delta", "delta_rs"]:

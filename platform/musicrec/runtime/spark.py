@@ -13,6 +13,7 @@ import sys
 from pyspark.sql import SparkSession
 
 from musicrec.config import Config
+from musicrec.runtime.jars import local_jars
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,11 @@ _LOCAL_DEFAULTS = {
     # Spark's job-commit marker must not land in Delta table folders.
     "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
     "spark.sql.parquet.compression.codec": "zstd",
+}
+# Delta's SQL commands (RESTORE, VACUUM) and catalog, once its jars are on the classpath.
+_DELTA_SESSION = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
 }
 
 
@@ -51,6 +57,11 @@ def get_spark(config: Config, app_name: str = "musicrec") -> SparkSession:
         # On a cluster the driver must be reachable by executors; only the local profile pins loopback.
         settings.pop("spark.driver.host")
         settings.pop("spark.driver.bindAddress")
+    jars = local_jars()
+    if jars and not submitted:
+        # Fetched by `make setup` into the venv; under spark-submit the JVM is already running,
+        # and its --jars / --packages (or the cluster's own classpath) decide.
+        settings.update({"spark.jars": ",".join(str(j) for j in jars), **_DELTA_SESSION})
     settings.update(spark_cfg.conf)
     for key, value in settings.items():
         builder = builder.config(key, value)
