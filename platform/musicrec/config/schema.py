@@ -55,6 +55,13 @@ class LakeConfig(Section):
     writer: Literal["auto", "spark_delta", "delta_rs"] = "auto"
 
 
+class VacuumConfig(Section):
+    # Files that versions younger than this no longer need stay (time travel within it works);
+    # Delta's own default is 7 days.
+    retention_hours: float = Field(168.0, ge=0.0)
+    dry_run: bool = False
+
+
 class MlflowConfig(Section):
     tracking_uri: str = ""  # empty: MLFLOW_TRACKING_URI if set, else the profile's default
     experiment: str = "default"
@@ -175,6 +182,7 @@ class Config(Section):
     data: DataConfig = DataConfig()
     dataset: DatasetConfig = DatasetConfig()
     lake: LakeConfig = LakeConfig()
+    vacuum: VacuumConfig = VacuumConfig()
     mlflow: MlflowConfig = MlflowConfig()
     seed: int = Field(42, ge=0)
     generate: GenerateConfig = GenerateConfig()

@@ -9,7 +9,8 @@ Order of work, so that a failing run changes nothing (spec data.md, "Validation 
 3. stage the three tables (data files written, invisible to readers): the events in one more
    pass, joined to the heard items' main artist and album by broadcast; the quarantine in
    another pass only if step 2 found bad rows;
-4. commit them one after the other, only once all three are staged.
+4. commit them and publish the three versions as one snapshot (:mod:`musicrec.lake.snapshot`),
+   only once all three are staged.
 
 Rejected rows are listed in :mod:`musicrec.data.validate` (reasons in check order). Stats rows
 (section, name, value, detail): ``rows_in`` / ``rows_out`` per kind (event type, ``unknown`` for
@@ -38,8 +39,8 @@ from musicrec.contract.schemas import spark_schema
 from musicrec.data import validate
 from musicrec.data.yambda import ALBUM_MAPPING, ARTIST_MAPPING, YambdaInput, open_yambda
 from musicrec.errors import InputError
-from musicrec.lake.delta import commit, stage
-from musicrec.lake.tables import PARTITIONING, table_path
+from musicrec.lake.snapshot import JobSnapshot
+from musicrec.lake.tables import table_path
 
 log = logging.getLogger(__name__)
 
@@ -284,20 +285,10 @@ def run_ingest(config: Config, spark: SparkSession) -> dict[str, Any]:
                 "quarantine": (quarantined_rows(spark, tallies, events, artists, albums), None),
                 "stats": (stats, {"job": JOB}),
             }
-            staged = {
-                name: stage(
-                    spark,
-                    df,
-                    _path(config, name),
-                    partition_by=PARTITIONING[name],
-                    writer=config.lake.writer,
-                    replace_where=where,
-                )
-                for name, (df, where) in outputs.items()
-            }
-            # With the Delta jars the write itself happens at commit, so commit inside the
-            # `with`, while the cached frames are still there.
-            versions = {name: commit(s) for name, s in staged.items()}
+            with JobSnapshot(spark, config, job=JOB) as snap:
+                for name, (df, where) in outputs.items():
+                    snap.stage(name, df, replace_where=where)
+                versions = snap.publish()
 
     summary: dict[str, Any] = {
         "rows_in": by_kind(tallies),

@@ -1,7 +1,9 @@
 """Reads of lake tables without Spark: Arrow (delta-rs) and Ray Data.
 
 Evaluation, a Ray Train worker or a served model load what they need from here and never
-import pyspark. Every read goes through the Delta log, so readers see one committed version and
+import pyspark. Every read goes through the Delta log, at the version the last successful job
+published (:mod:`musicrec.lake.manifest`) unless told another, so readers see one consistent
+snapshot and
 partition values come from the log (whichever engine wrote the files):
 
 - :func:`read_arrow` / :func:`load_table`: one version of a table as an Arrow table, partition
@@ -28,6 +30,7 @@ from deltalake import DeltaTable
 
 from musicrec.arrays import Ragged
 from musicrec.contract import GTS_TASKS, HOLDOUT, HOLDOUT_TASKS, Protocol, task
+from musicrec.lake.manifest import pinned_version
 from musicrec.lake.tables import table_path
 from musicrec.models.items import rows_by_key
 
@@ -47,7 +50,10 @@ def table_exists(path: str) -> bool:
 
 
 def table_version(path: str) -> int:
-    return DeltaTable(_abs(path)).version()
+    """The version readers see: the one a job last published (see :mod:`manifest`), else the latest."""
+    path = _abs(path)
+    pinned = pinned_version(path)
+    return DeltaTable(path).version() if pinned is None else pinned
 
 
 def read_arrow(
@@ -57,8 +63,9 @@ def read_arrow(
     columns: Sequence[str] | None = None,
     filters: Filters | None = None,
 ) -> pa.Table:
-    """One version of a Delta table as an Arrow table, without Spark (evaluation, inference)."""
-    dt = DeltaTable(_abs(path), version=version)
+    """One version (default: the published one) of a Delta table as an Arrow table, without Spark."""
+    path = _abs(path)
+    dt = DeltaTable(path, version=table_version(path) if version is None else version)
     return dt.to_pyarrow_table(columns=list(columns) if columns else None, filters=filters)
 
 
@@ -216,4 +223,6 @@ def sequences_dataset(
     for column, _, value in sequences_filters(protocol, name, k, split):
         term = ds.field(column) == value
         expression = term if expression is None else expression & term
-    return ray.data.read_delta(_abs(path), columns=list(columns) if columns else None, filter=expression)
+    return ray.data.read_delta(
+        _abs(path), version=table_version(path), columns=list(columns) if columns else None, filter=expression
+    )
