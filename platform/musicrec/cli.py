@@ -55,6 +55,12 @@ def _pipeline(config) -> dict[str, Any]:
     return run_pipeline(config)
 
 
+def _vacuum(config, spark) -> dict[str, Any]:
+    from musicrec.lake.vacuum import run_vacuum
+
+    return run_vacuum(config, spark)
+
+
 def _score(config, args) -> dict[str, Any]:
     from musicrec.evaluate.job import run_score
 
@@ -75,6 +81,7 @@ VERBS: dict[str, tuple[str, Callable[..., dict[str, Any]], bool, bool]] = {
     "evaluate": ("evaluate the simple scorers on every task and protocol", _evaluate, False, False),
     "pipeline": ("generate -> ingest -> preprocess -> evaluate, locally", _pipeline, False, False),
     "score": ("score external predictions on the platform's protocols", _score, False, True),
+    "vacuum": ("delete Delta files no version inside vacuum.retention_hours needs", _vacuum, True, False),
     "bench": ("run a benchmark (spec/performance.md) and log it to MLflow", _bench, False, True),
 }
 
