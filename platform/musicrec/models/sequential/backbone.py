@@ -33,11 +33,16 @@ def item_table(n_items: int, n_special: int, dim: int, item_init: str) -> nn.Emb
 
 
 class Block(nn.Module):
-    """Pre-norm self-attention block (SASRec's layout with standard multi-head attention)."""
+    """Pre-norm self-attention block (SASRec's layout with standard multi-head attention).
+
+    Dropout acts on the block's two outputs, not on the attention probabilities: attention-weight
+    dropout forces PyTorch's unfused attention (a (B, h, T, T) tensor and its random mask),
+    which costs more on CPU than the rest of the block.
+    """
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float) -> None:
         super().__init__()
-        self.heads, self.dropout = heads, dropout
+        self.heads = heads
         self.attn_norm = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.attn_out = nn.Linear(dim, dim)
@@ -49,11 +54,9 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(self.attn_norm(x)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=causal and mask is None
-        )
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
         x = x + self.drop(self.attn_out(a.transpose(1, 2).reshape(b, t, d)))
-        return x + self.drop(self.ffn_out(self.drop(F.relu(self.ffn_in(self.ffn_norm(x))))))
+        return x + self.drop(self.ffn_out(F.relu(self.ffn_in(self.ffn_norm(x)))))
 
 
 class Backbone(nn.Module):

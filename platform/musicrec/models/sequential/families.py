@@ -162,8 +162,8 @@ class SequentialModel(Model):
         """This worker's training batches of ``epoch`` (``batch_size`` is the global batch)."""
         items = data.items
         rows, ends = epoch_windows(items.lengths, self.tiling, self.config.windows_per_user, self.seed, epoch)
-        size = batch_size or self.config.batch_size
-        for number, part in global_batches(len(rows), size):
+        sizes = np.minimum(ends, self.tiling.span)
+        for number, part in enumerate(global_batches(sizes, batch_size or self.config.batch_size, self.seed, epoch)):
             windows = window_matrix(items, rows[part], ends[part], self.tiling.span, self.n_items)
             rng = np.random.default_rng([self.seed, epoch, number])
             arrays, terms = self._objective(windows, rng)

@@ -4,19 +4,21 @@ A user's history is tiled from its end into windows of ``span`` events that adva
 ``stride``: for next-item training span = max_len + 1 and stride = max_len, so every event
 but the first is a target exactly once per epoch and the most recent window is the one
 scoring will see. The epoch's windows are shuffled by ``default_rng([seed, epoch])`` and cut
-into global batches; a worker takes its contiguous share of each global batch, so any number
+into global batches of similar-size windows; a worker takes its contiguous share of each global batch, so any number
 of workers with the same global batch sees the same windows (and, since everything random is
 drawn per global batch from ``default_rng([seed, epoch, batch])``, the same negatives and masks).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from musicrec.arrays import Ragged
+
+# Global batches whose windows are sorted together by size (see global_batches).
+POOL = 64
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,22 @@ def window_matrix(items: Ragged, rows: np.ndarray, ends: np.ndarray, span: int, 
     return np.where(index >= start[:, None], items.values[index.clip(min=0)], pad)
 
 
-def global_batches(n_windows: int, batch_size: int) -> Iterator[tuple[int, slice]]:
-    for number, lo in enumerate(range(0, n_windows, batch_size)):
-        yield number, slice(lo, min(lo + batch_size, n_windows))
+def global_batches(sizes: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The epoch's global batches (window positions, in training order).
+
+    A batch is as wide as its longest window, so windows of similar size are batched together:
+    each pool of ``POOL`` batches' worth of (already shuffled) windows is sorted by size and cut
+    into batches, and the batches are then shuffled. Short sequences (``disc_*``) then cost what
+    they hold instead of ``max_len`` each.
+    """
+    pool = POOL * batch_size
+    batches = []
+    for lo in range(0, len(sizes), pool):
+        order = lo + np.argsort(-sizes[lo : lo + pool], kind="stable")
+        batches += [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    # Key 2**32: no batch number (the key of a batch's own draws) reaches it.
+    shuffled = np.random.default_rng([seed, epoch, 2**32]).permutation(len(batches))
+    return [batches[i] for i in shuffled]
 
 
 def worker_share(n: int, rank: int, world_size: int) -> slice:
