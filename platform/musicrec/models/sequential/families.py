@@ -144,13 +144,14 @@ class SequentialModel(Model):
         raise NotImplementedError
 
     def make_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-        """AdamW; weight decay on matrices and embeddings, not on biases and norm scales."""
+        """AdamW (fused: one kernel over all parameters, the item table being most of them);
+        weight decay on matrices and embeddings, not on biases and norm scales."""
         params = [p for p in params if p.requires_grad]
         groups = [
             {"params": [p for p in params if p.ndim >= 2], "weight_decay": self.config.weight_decay},
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
         ]
-        return torch.optim.AdamW(groups, lr=self.config.learning_rate)
+        return torch.optim.AdamW(groups, lr=self.config.learning_rate, fused=True)
 
     @property
     def tiling(self) -> Tiling:
