@@ -80,7 +80,9 @@ def test_a_negative_equal_to_the_positive_is_masked_out():
     with_collision = model.network({**base, "negatives": torch.tensor([[2, 3, 4]])})
     # Position 1's positive (2) is also a negative: its term is dropped, position 0 keeps all three.
     hidden = model.network.backbone.encode(base["inputs"])
-    pos, neg = losses.sampled_logits(hidden, model.network.backbone.items.weight, base["targets"], torch.tensor([[2, 3, 4]]))
+    table = model.network.backbone.items.weight
+    pos, neg = losses.sampled_logits(hidden, table, base["targets"], torch.tensor([[2, 3, 4]]))
+    pos, neg = pos + model.network.offset, neg + model.network.offset
     mask = torch.tensor([[[True, True, True], [False, True, True]]])
     expected = losses.gbce(pos, neg, torch.ones(1, 2, dtype=torch.bool), mask, model.network.beta)
     assert float(with_collision) == pytest.approx(float(expected), rel=1e-6)

@@ -47,11 +47,19 @@ def derived_seed(*keys: int) -> int:
 
 
 class NextItemNetwork(nn.Module):
-    """Causal backbone trained with gBCE (beta = 1: SASRec's BCE) on sampled negatives."""
+    """Causal backbone trained with gBCE (beta = 1: SASRec's BCE) on sampled negatives.
 
-    def __init__(self, backbone: Backbone, beta: float) -> None:
+    A learnt scalar ``offset`` is added to every training logit, starting at log(beta / k), the
+    constant logit that minimises the loss. Without it the first steps push all k negatives down
+    by collapsing the (shared) item embeddings onto one direction, a plateau at popularity level
+    that gBCE leaves only after many epochs; with it that push is absorbed by one number. A
+    constant added to every item leaves rankings unchanged, so scoring ignores it.
+    """
+
+    def __init__(self, backbone: Backbone, beta: float, negatives: int) -> None:
         super().__init__()
         self.backbone, self.beta = backbone, beta
+        self.offset = nn.Parameter(torch.tensor(math.log(beta / negatives)))
 
     def encode(self, seqs: torch.Tensor) -> torch.Tensor:
         return self.backbone.encode(seqs)
@@ -60,6 +68,7 @@ class NextItemNetwork(nn.Module):
         targets, negatives = batch["targets"], batch["negatives"]
         hidden = self.backbone.encode(batch["inputs"])
         positive, negative = losses.sampled_logits(hidden, self.backbone.items.weight, targets, negatives)
+        positive, negative = positive + self.offset, negative + self.offset
         valid = targets != self.backbone.pad
         negative_valid = negatives[:, None, :] != targets[:, :, None]
         return losses.gbce(positive, negative, valid, negative_valid, self.beta) * batch["scale"]
@@ -260,7 +269,7 @@ class SASRec(SequentialModel):
     Config = SASRecConfig
 
     def _network(self, backbone: Backbone) -> nn.Module:
-        return NextItemNetwork(backbone, beta=1.0)
+        return NextItemNetwork(backbone, beta=1.0, negatives=self.config.negatives)
 
 
 class GSASRec(SequentialModel):
@@ -274,7 +283,8 @@ class GSASRec(SequentialModel):
         return given if given is not None else losses.sampling_rate(self.config.negatives, self.n_items)
 
     def _network(self, backbone: Backbone) -> nn.Module:
-        return NextItemNetwork(backbone, beta=losses.gbce_beta(self.alpha, self.config.gbce_t))
+        beta = losses.gbce_beta(self.alpha, self.config.gbce_t)
+        return NextItemNetwork(backbone, beta=beta, negatives=self.config.negatives)
 
 
 class BERT4Rec(SequentialModel):
