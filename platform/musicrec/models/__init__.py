@@ -16,6 +16,9 @@ from musicrec.models.items import ItemIndex, rows_by_key
 FAMILIES: dict[str, str] = {
     "mostpop": "musicrec.models.mostpop:MostPop",
     "transition": "musicrec.models.transition:Transition",
+    "sasrec": "musicrec.models.sequential:SASRec",
+    "gsasrec": "musicrec.models.sequential:GSASRec",
+    "bert4rec": "musicrec.models.sequential:BERT4Rec",
 }
 
 
