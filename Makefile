@@ -32,8 +32,9 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# Unit tier only: in-process, no Spark JVM, no subprocess jobs (tiers: tests/conftest.py).
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not integration"
+	$(BIN)/python -m pytest -q -m unit
 
 lint: setup
 	$(BIN)/ruff check platform jobs tests

@@ -17,7 +17,7 @@ import pytest
 
 from musicrec.data import validate
 from musicrec.data.ingest import run_ingest
-from musicrec.data.yambda import EVENT_FILES
+from musicrec.data.yambda.layout import EVENT_FILES
 from musicrec.errors import InputError
 from musicrec.lake.delta import read_arrow
 from musicrec.lake.tables import table_path

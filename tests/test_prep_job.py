@@ -15,7 +15,7 @@ import polars as pl
 import pyspark
 import pytest
 
-from musicrec.bench.preprocess import random_events
+from conftest import random_events
 from musicrec.lake.delta import read_arrow, table_version, write_table
 from musicrec.lake.tables import table_path
 from musicrec.prep import stats

@@ -40,6 +40,7 @@ def test_config_show_prints_the_resolved_config(capsys):
     assert "seed: 5" in out and "name: synthetic-small" in out and "min_users: 5" in out
 
 
+@pytest.mark.integration  # the real command in its own process: exit code and stderr as a user sees them
 def test_a_bad_config_fails_before_any_work(tmp_path):
     lake = tmp_path / "lake"
     proc = subprocess.run(
@@ -76,6 +77,7 @@ def test_cluster_profile_requires_servers(monkeypatch):
     assert tracking_uri(config) == "http://127.0.0.1:5999"
 
 
+@pytest.mark.ray
 def test_local_ray_starts_in_process():
     import ray
 

@@ -45,7 +45,8 @@ def _versions() -> dict[str, str]:
 
 
 def _generate(size: str, workdir: Path) -> dict[str, Any]:
-    from musicrec.data.generator import PRESETS, bench_generate
+    from musicrec.bench.generate import bench_generate
+    from musicrec.data.generator import PRESETS
 
     if size not in PRESETS:
         raise InputError(f"generate benchmark sizes are presets: {', '.join(PRESETS)}; got {size!r}")

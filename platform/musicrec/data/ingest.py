@@ -37,7 +37,8 @@ from musicrec.config import Config
 from musicrec.contract import EVENT_TYPES
 from musicrec.contract.schemas import spark_schema
 from musicrec.data import validate
-from musicrec.data.yambda import ALBUM_MAPPING, ARTIST_MAPPING, YambdaInput, open_yambda
+from musicrec.data.yambda.layout import ALBUM_MAPPING, ARTIST_MAPPING
+from musicrec.data.yambda.reader import YambdaInput, open_yambda
 from musicrec.errors import InputError
 from musicrec.lake.snapshot import JobSnapshot
 from musicrec.lake.tables import table_path
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 
 JOB = "ingest"
 
-# The contract's columns (spec platform.md, "Tables"), all nullable: see conform().
+# The contract's columns (docs/tables.md), all nullable: see conform().
 EVENTS_SCHEMA = spark_schema("events")
 QUARANTINE_SCHEMA = spark_schema("quarantine")
 STATS_SCHEMA = spark_schema("stats")

@@ -65,7 +65,7 @@ def first_failing(checks: Sequence[Check]) -> Column:
 
 
 def flag_events(events: DataFrame, *, timestamp_min: int, timestamp_max: int) -> DataFrame:
-    """``events`` (the canonical frame of :mod:`musicrec.data.yambda`) plus ``reason``."""
+    """``events`` (the canonical frame of :mod:`musicrec.data.yambda.reader`) plus ``reason``."""
     return events.withColumn("reason", first_failing(event_checks(timestamp_min, timestamp_max)))
 
 

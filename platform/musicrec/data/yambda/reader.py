@@ -1,4 +1,4 @@
-"""Open a Yambda-layout dataset (spec data.md) as Spark DataFrames, after checking it is usable.
+"""Open a Yambda-layout dataset (:mod:`.layout`) as Spark DataFrames, after checking it is usable.
 
 Every file is checked before any data is read: presence and non-zero size first (through
 Hadoop's FileSystem, so a local path and an object-store URI behave alike and a broken file
@@ -17,6 +17,7 @@ import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
@@ -31,22 +32,20 @@ from pyspark.sql.types import (
 )
 
 from musicrec.config.schema import DataConfig
-from musicrec.contract import EVENT_TYPES
-from musicrec.contract.schemas import YAMBDA
+from musicrec.data.yambda import layout
+from musicrec.data.yambda.layout import (
+    ALBUM_MAPPING,
+    ARTIST_MAPPING,
+    EVENT_FILES,
+    INTERACTION_COLUMNS,
+    LISTEN_COLUMNS,
+    MULTI_EVENT,
+)
 from musicrec.errors import InputError
 
-# File stem → the event_type its rows carry (flat and sequential "separate" files).
-EVENT_FILES: dict[str, str] = {f"{t}s": t for t in EVENT_TYPES}
-MULTI_EVENT = "multi_event"
-ARTIST_MAPPING = "artist_item_mapping"
-ALBUM_MAPPING = "album_item_mapping"
-
-# Yambda's type of each column, for error messages; Spark reads uint32 as bigint, uint16 as int
-# and uint8 as smallint, and signed integers of any width are accepted as equivalent.
-YAMBDA_TYPES: dict[str, str] = {f.name: str(f.type) for f in YAMBDA}
+# Spark reads uint32 as bigint, uint16 as int and uint8 as smallint; signed integers of any
+# width are accepted as equivalent.
 _INTEGRAL = (ByteType, ShortType, IntegerType, LongType)
-INTERACTION_COLUMNS = ("uid", "item_id", "timestamp", "is_organic")
-LISTEN_COLUMNS = ("played_ratio_pct", "track_length_seconds")
 # The canonical events frame every layout is read into (integers as bigint, as read).
 EVENT_COLUMNS = ("source_file", "event_type", *INTERACTION_COLUMNS, *LISTEN_COLUMNS)
 
@@ -78,23 +77,14 @@ class _File:
 
 def required_files(data: DataConfig) -> list[_File]:
     """The files a run with this config reads, events first, then the two mappings."""
-    folder = posixpath.join(data.layout, data.size)
     listed = data.layout == "sequential"
-    if data.source == "multi_event":
-        columns = (*INTERACTION_COLUMNS, *LISTEN_COLUMNS, "event_type")
-        files = [_File(posixpath.join(folder, f"{MULTI_EVENT}.parquet"), columns, listed, None)]
-    else:
-        files = [
-            _File(
-                posixpath.join(folder, f"{stem}.parquet"),
-                (*INTERACTION_COLUMNS, *LISTEN_COLUMNS) if stem == "listens" else INTERACTION_COLUMNS,
-                listed,
-                event_type,
-            )
-            for stem, event_type in EVENT_FILES.items()
-        ]
-    files.append(_File(f"{ARTIST_MAPPING}.parquet", ("artist_id", "item_id"), False, None))
-    files.append(_File(f"{ALBUM_MAPPING}.parquet", ("album_id", "item_id"), False, None))
+    stems = {MULTI_EVENT: None} if data.source == "multi_event" else EVENT_FILES
+    files = [
+        _File(layout.event_file(data.layout, data.size, stem), layout.columns(stem), listed, event_type)
+        for stem, event_type in stems.items()
+    ]
+    for mapping in (ARTIST_MAPPING, ALBUM_MAPPING):
+        files.append(_File(layout.root_file(mapping), layout.columns(mapping), False, None))
     return files
 
 
@@ -197,8 +187,8 @@ def _type_ok(column: str, found: DataType, listed: bool) -> bool:
 
 
 def _expected(column: str, listed: bool) -> str:
-    yambda = YAMBDA_TYPES[column]
-    base = "string" if yambda == "string" else f"an integer type (Yambda {yambda})"
+    yambda = layout.TYPES[column]
+    base = "string" if pa.types.is_string(yambda) else f"an integer type (Yambda {yambda})"
     return f"a list of {base}" if listed else base
 
 
