@@ -201,3 +201,26 @@ def random_events(n_events: int, seed: int = 0, days: int = 30) -> pa.Table:
         ],
         schema=EVENTS_SCHEMA,
     )
+
+
+def corrupt_data_pages(path: Path) -> None:
+    """Flip every byte of a Parquet file's column chunks (pages and page headers), keeping its
+    header magic and footer intact: the schema still reads, the data does not."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    data = bytearray(path.read_bytes())
+    for group in range(meta.num_row_groups):
+        for column in range(meta.num_columns):
+            chunk = meta.row_group(group).column(column)
+            start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+            for i in range(start, start + chunk.total_compressed_size):
+                data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    assert pq.ParquetFile(path).metadata.num_rows == meta.num_rows  # the footer is intact
+
+
+def truncate(path: Path) -> None:
+    """Cut a file in half, as an interrupted copy leaves it (its footer is gone)."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])

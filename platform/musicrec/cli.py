@@ -1,4 +1,4 @@
-"""The ``musicrec`` command: one verb per stage of the data flow (spec platform.md, "Entry points").
+"""The ``musicrec`` command: one verb per stage of the data flow (README.md, "The musicrec command").
 
 Every verb takes ``--config FILE`` (repeatable) and dotted ``key=value`` overrides, validates the
 merged config before doing any work, and logs the resolved config. Heavy libraries are imported
@@ -16,7 +16,7 @@ from musicrec.config import ConfigError, to_yaml
 from musicrec.contract import PROTOCOL_KINDS
 from musicrec.entry import add_config_args, config_from_args, run_job
 
-# Verbs of the spec that later work will build; they fail clearly instead of pretending.
+# Verbs planned for later work (docs/README.md); they fail clearly instead of pretending.
 PLANNED = {
     "train": "training models on Ray Train",
     "tune": "Ray Tune sweeps",
@@ -82,7 +82,7 @@ VERBS: dict[str, tuple[str, Callable[..., dict[str, Any]], bool, bool]] = {
     "pipeline": ("generate -> ingest -> preprocess -> evaluate, locally", _pipeline, False, False),
     "score": ("score external predictions on the platform's protocols", _score, False, True),
     "vacuum": ("delete Delta files no version inside vacuum.retention_hours needs", _vacuum, True, False),
-    "bench": ("run a benchmark (spec/performance.md) and log it to MLflow", _bench, False, True),
+    "bench": ("run a benchmark (docs/benchmarks.md) and log it to MLflow", _bench, False, True),
 }
 
 

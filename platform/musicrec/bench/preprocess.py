@@ -1,4 +1,4 @@
-"""Preprocessing benchmark (spec performance.md, ``preprocess``): Spark vs the Polars reference.
+"""Preprocessing benchmark (docs/benchmarks.md, ``preprocess``): Spark vs the Polars reference.
 
 Both engines run the same transform (events table -> sequences, user_splits,
 holdout_examples, gts_examples) on the same events, each in its own process so that its

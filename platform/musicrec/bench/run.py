@@ -1,4 +1,4 @@
-"""``musicrec bench <name>``: run a benchmark of spec/performance.md, print it, log it to MLflow.
+"""``musicrec bench <name>``: run a benchmark of docs/benchmarks.md, print it, log it to MLflow.
 
 Each benchmark compares two things in the same run on the same machine and reports the ratio;
 absolute figures are logged for reference but never asserted (these machines are shared and noisy).

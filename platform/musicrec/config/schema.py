@@ -1,4 +1,4 @@
-"""The typed config every verb shares (spec platform.md, "Config keys that every job shares").
+"""The typed config every verb shares (docs/platform.md, "Config").
 
 Unknown keys, wrong types and out-of-range values are errors: every model forbids extra keys
 and types are strict (a YAML string "3" is not an int), so a typo never silently becomes a default.

@@ -1,4 +1,4 @@
-"""Synthetic Yambda generator (spec data.md, "The synthetic generator").
+"""Synthetic Yambda generator (docs/data.md, "The synthetic generator").
 
 Writes a directory in exactly the Yambda layout (flat, optionally sequential, mappings, audio
 embeddings) from a small generative model that is hard enough for the papers' effects to appear:

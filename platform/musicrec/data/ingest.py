@@ -1,6 +1,6 @@
 """The ingest job: Yambda files → ``events``, ``quarantine`` and the ``stats`` rows of job ``ingest``.
 
-Order of work, so that a failing run changes nothing (spec data.md, "Validation of input"):
+Order of work, so that a failing run changes nothing (docs/data.md, "Bad input"):
 
 1. open and check every file's presence and schema (no data read);
 2. one counting pass over all flagged rows (:func:`input_counts`): rows in, out and quarantined
@@ -38,7 +38,7 @@ from musicrec.contract import EVENT_TYPES
 from musicrec.contract.schemas import spark_schema
 from musicrec.data import validate
 from musicrec.data.yambda.layout import ALBUM_MAPPING, ARTIST_MAPPING
-from musicrec.data.yambda.reader import YambdaInput, open_yambda
+from musicrec.data.yambda.reader import YambdaInput, open_yambda, read_errors
 from musicrec.errors import InputError
 from musicrec.lake.snapshot import JobSnapshot
 from musicrec.lake.tables import table_path
@@ -261,7 +261,8 @@ def run_ingest(config: Config, spark: SparkSession) -> dict[str, Any]:
     artists = validate.flag_mapping(source.artists, "artist_id")
     albums = validate.flag_mapping(source.albums, "album_id")
     # Small (one row per group, user or item) and read up to three times: tally, stats, join.
-    with persisted(input_counts(events, artists, albums)) as counts:
+    # The first pass reads every input row: a damaged page fails it, named by read_errors.
+    with read_errors(source), persisted(input_counts(events, artists, albums)) as counts:
         tallies = tallies_of(counts)
         # A file without rows has no group in the tally; it still gets its (zero) rows_in line.
         seen = {t.source_file for t in tallies}
@@ -291,6 +292,7 @@ def run_ingest(config: Config, spark: SparkSession) -> dict[str, Any]:
                     snap.stage(name, df, replace_where=where)
                 versions = snap.publish()
 
+    event_tallies = [t for t in tallies if t.source_file in event_files]
     summary: dict[str, Any] = {
         "rows_in": by_kind(tallies),
         "rows_out": by_kind(tallies, quarantined=False),
@@ -298,10 +300,21 @@ def run_ingest(config: Config, spark: SparkSession) -> dict[str, Any]:
         "quarantine_share": round(share, 6),
         "users": events_profile["users"],
         "items": events_profile["items"],
+        "events_without_artist": _unmapped_line(
+            events_profile, sum(by_kind(event_tallies, quarantined=False).values())
+        ),
         "tables": posixpath.dirname(_path(config, "events")),
         "versions": versions,
     }
     return summary
+
+
+def _unmapped_line(profile: dict[str, int], events: int) -> str:
+    unmapped = profile["events_without_artist"]
+    return (
+        f"{unmapped} of {events} ({unmapped / max(events, 1):.1%}), on {profile['items_without_artist']} items "
+        "absent from the artist mapping: kept, with a null artist_id"
+    )
 
 
 def quarantined_rows(

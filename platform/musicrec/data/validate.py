@@ -1,4 +1,4 @@
-"""Row validation as pure Spark transforms (spec data.md, "Validation of input").
+"""Row validation as pure Spark transforms (docs/data.md, "Bad input").
 
 :func:`flag_events` and :func:`flag_mapping` add a ``reason`` column: null for a good row, else
 the name of the first failing check, in the order the check lists below give. Every check is a

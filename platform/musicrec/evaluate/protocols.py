@@ -1,9 +1,9 @@
-"""Evaluation runners for the holdout (tasks-and-splits.md §6) and GTS (§7) protocols.
+"""Evaluation runners for the holdout (docs/holdout.md) and GTS (docs/temporal-split.md) protocols.
 
 A model input is always derived from the user's history in the task's domain with the
 shared pure derivation of :mod:`musicrec.prep.sequences` (``lh_track`` for a general
 model, ``disc_track`` k-condensed for an on-task T1 model, ...), while the candidate
-filter uses the full history (§5):
+filter uses the full history (docs/tasks.md §5):
 
 - holdout: the history is ``holdout_examples.history_items`` (before the cutoff);
 - GTS: the history is the user's ``lh_track`` / ``lh_artist`` (k=1) row of ``sequences``
@@ -63,7 +63,7 @@ class EvalOptions:
     ks: tuple[int, ...] = (10, 100)
     metrics: tuple[str, ...] = METRICS
     batch_size: int | None = None
-    # Shuffle ablation (metrics.md): set a seed to run it.
+    # Shuffle ablation (docs/metrics.md): set a seed to run it.
     shuffle_seed: int | None = None
     # Sampled evaluation (paper 001 §4.1), never the default.
     sampled: bool = False

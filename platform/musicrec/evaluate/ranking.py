@@ -1,7 +1,7 @@
-"""Exact full-catalogue top-K with the task candidate filters (spec tasks-and-splits.md §5).
+"""Exact full-catalogue top-K with the task candidate filters (docs/tasks.md §5).
 
 Items are dense indices 0..n_items-1 in item-id order, so "ties broken by item id
-ascending" (metrics.md) is "ties broken by index ascending". ``torch.topk`` is not stable
+ascending" (docs/metrics.md) is "ties broken by index ascending". ``torch.topk`` is not stable
 on ties, so the boundary of the top-K is repaired explicitly; the filters are applied
 inside the ranking (masking or scoring only the history), never by over-fetching.
 """

@@ -1,6 +1,6 @@
 """Atomic Delta Lake writes and snapshot reads for Spark DataFrames.
 
-Two write paths, chosen automatically (spec platform.md, "Delta I/O"):
+Two write paths, chosen automatically (docs/platform.md, "Delta writes"):
 
 - ``spark_delta``: the Delta Lake jars are on Spark's classpath (every cluster; locally once
   ``make setup`` fetched them), so Spark writes ``format("delta")`` itself.

@@ -1,4 +1,4 @@
-"""User-level holdout (spec tasks-and-splits.md §6): the user split and the last-``gt_size`` examples.
+"""User-level holdout (docs/holdout.md): the user split and the last-``gt_size`` examples.
 
 User split, reproducible by any engine: with 64-bit unsigned wrapping arithmetic,
 
@@ -41,6 +41,7 @@ SKIP_DETAIL = {
     TOO_FEW: "fewer than gt_size elements in the task's ground-truth sequence",
     EMPTY_HISTORY: "no event of the task's domain before the cutoff",
 }
+DUPLICATE_DETAIL = "listens identical in (uid, item_id, timestamp) to the previous one; kept, each is a listen"
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
@@ -163,6 +164,12 @@ def outputs_fn(p: HoldoutParams) -> ChunkFn:
             "holdout", counts, {k: SKIP_DETAIL[k.rsplit("/", 1)[1]] for k in counts if "skipped" in k}
         )
         yield count_batch("artists", artist_counts)
+        # Identical (uid, item_id, timestamp) listens are all kept (each is a listen), and counted.
+        # Canonical order puts them next to each other.
+        same = (h.group[1:] == h.group[:-1]) & (h.timestamp[1:] == h.timestamp[:-1]) & (h.item[1:] == h.item[:-1])
+        yield count_batch(
+            "histories", {"duplicate_listens": int(same.sum())}, {"duplicate_listens": DUPLICATE_DETAIL}
+        )
         yield count_batch("users", {HOLDOUT.name: h.n_users})
 
     return fn

@@ -34,7 +34,7 @@ so a run that fails at any point, between two table commits included, leaves rea
 previous snapshot. Stats are written with ``replace_where={"job": "preprocess"}`` so other
 jobs' statistics stay.
 
-Decisions where the spec is silent are documented in :mod:`filters`, :mod:`holdout`,
+Decisions (docs/decisions.md) are documented in :mod:`filters`, :mod:`holdout`,
 :mod:`gts` and :mod:`stats`; empty sequences get no row in ``sequences`` (counted as
 ``empty_users`` in stats), and ``user_splits`` holds the users of H(u).
 """
@@ -129,6 +129,13 @@ def _filter_counts(counts: dict[str, DataFrame]) -> dict[str, dict[str, int | No
     return out
 
 
+def _filter_summary(counts: dict[str, dict[str, int | None]]) -> str:
+    """``consumption 120 -> 80 listens, ...``: where the listens went, filter by filter."""
+    return ", ".join(
+        f"{name} {c.get('rows_in') or 0} -> {c.get('rows_out') or 0} listens" for name, c in counts.items()
+    )
+
+
 def run_preprocess(config: Config, spark: SparkSession) -> dict[str, Any]:
     """Compute and stage every output table, then publish them as one snapshot; return a summary."""
     with JobSnapshot(spark, config, job=stats.JOB) as snap:
@@ -148,13 +155,20 @@ def _preprocess(config: Config, spark: SparkSession, snap: JobSnapshot) -> dict[
     if not table_exists(path("events")):
         raise InputError(f"no events table at {path('events')}; run the ingest job first")
     events = snap.read("events")
-    # One scan for both scalars. Events at or after test_end fall in no split (§7) and are counted;
-    # with the default test_end (the largest timestamp plus one) there are none.
+    # One scan for the scalars. Events at or after test_end fall in no split (docs/temporal-split.md)
+    # and are counted; with the default test_end (the largest timestamp plus one) there are none.
     last = config.gts.last_timestamp
     after_end = F.count_if(F.col("timestamp") >= last) if last is not None else F.lit(0)
-    max_ts, n_after_end = events.agg(F.max("timestamp"), after_end).first()  # type: ignore[misc]
+    listens = F.count_if(F.col("event_type") == "listen")
+    max_ts, n_after_end, n_listens = events.agg(F.max("timestamp"), after_end, listens).first()  # type: ignore[misc]
     if max_ts is None:
         raise InputError(f"the events table at {path('events')} is empty")
+    if not n_listens:
+        # Every sequence and every holdout example is made of listens: nothing to do without them.
+        raise InputError(
+            f"the events table at {path('events')} holds no listen events (was the listens file empty?); "
+            "nothing was written"
+        )
     windows = gts.plan_windows(config.gts, int(max_ts))
     log.info("preprocess: GTS windows %s", windows)
 
@@ -199,16 +213,27 @@ def _preprocess(config: Config, spark: SparkSession, snap: JobSnapshot) -> dict[
         filter_counts = _filter_counts(streams.filter_counts)
         for name, counts in filter_counts.items():
             rows += stats.filter_rows(name, counts)
+        if not protocol_users.get(HOLDOUT.name):
+            raise InputError(
+                f"no user is left after the filters ({_filter_summary(filter_counts)}); "
+                "relax preprocess.* for this data. Nothing was written"
+            )
         rows += stats.window_rows(windows, n_after_end)
         stage_table("stats", stats.stats_frame(spark, rows), replace_where={"job": stats.JOB})
         versions = snap.publish()
     done("committed " + ", ".join(f"{t} v{v}" for t, v in versions.items()))
+    counted = {(section, name): value for section, name, value, _ in rows}
+    in_histories = int(filter_counts["length"]["rows_out"] or 0)
+    unmapped = int(counted.get(("artists", f"{HOLDOUT.name}/unmapped_events"), 0))
     return {
         "events_max_timestamp": int(max_ts),
         "gts_test_end": windows.test_end,
         "gts_events_after_test_end": int(n_after_end),
         "users": int(protocol_users.get(HOLDOUT.name, 0)),
-        "listens_in_histories": filter_counts["length"]["rows_out"],
+        "listens_in_histories": in_histories,
+        "duplicate_listens": int(counted.get(("histories", "duplicate_listens"), 0)),
+        "listens_without_artist": f"{unmapped} of {in_histories} ({unmapped / max(in_histories, 1):.1%}): "
+        "in track sequences, left out of artist sequences",
         **{f"rows.{table}": rows_out[table] for table in OUTPUT_TABLES},
         **{f"version.{table}": version for table, version in versions.items()},
         "seconds": round(time.perf_counter() - started, 1),

@@ -67,5 +67,17 @@ def get_spark(config: Config, app_name: str = "musicrec") -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN" if config.runtime.log_level != "DEBUG" else "INFO")
+    if spark.sparkContext.master.startswith("local"):
+        _quiet_task_failures(spark)
     log.info("Spark %s, master %s", spark.version, spark.sparkContext.master)
     return spark
+
+
+def _quiet_task_failures(spark: SparkSession) -> None:
+    """Local executors log into the user's console: a failing task (a corrupt input page, say)
+    would print its Java stack trace there, then the driver gets the same error as an exception,
+    which the job turns into one line or shows in full. The executors' copies are turned off."""
+    jvm = spark.sparkContext._jvm  # type: ignore[union-attr]
+    off = jvm.org.apache.logging.log4j.Level.OFF
+    for name in ("org.apache.spark.executor.Executor", "org.apache.spark.scheduler.TaskSetManager"):
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, off)

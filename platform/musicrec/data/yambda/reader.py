@@ -14,7 +14,9 @@ be shown as read (see :mod:`musicrec.data.validate`).
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -60,6 +62,7 @@ class YambdaInput:
     # Every file read → what its rows are: an event type, a mapping's name, or None where a
     # column carries the event type (multi_event).
     kinds: dict[str, str | None]
+    root: str = ""  # the data root the files are relative to
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ def open_yambda(spark: SparkSession, data: DataConfig) -> YambdaInput:
         artists=_canonical_mapping(frames[artist_file.rel], artist_file),
         albums=_canonical_mapping(frames[album_file.rel], album_file),
         kinds={f.rel: f.kind for f in files},
+        root=root,
     )
 
 
@@ -125,13 +129,18 @@ def _check_present(spark: SparkSession, root: str, rels: Sequence[str]) -> None:
     hadoop_conf = sc._jsc.hadoopConfiguration()  # type: ignore[union-attr]
     missing: list[str] = []
     empty: list[str] = []
+    unframed: list[str] = []
     for rel in rels:
         path = sc._jvm.org.apache.hadoop.fs.Path(posixpath.join(root, rel))  # type: ignore[union-attr]
         fs = path.getFileSystem(hadoop_conf)
         if not fs.exists(path):
             missing.append(rel)
-        elif fs.getContentSummary(path).getLength() == 0:
+            continue
+        status = fs.getFileStatus(path)
+        if fs.getContentSummary(path).getLength() == 0:
             empty.append(rel)
+        elif status.isFile() and not _parquet_framed(fs, path, status.getLen()):
+            unframed.append(rel)
     problems = []
     if missing:
         problems.append(f"missing required file{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
@@ -139,8 +148,68 @@ def _check_present(spark: SparkSession, root: str, rels: Sequence[str]) -> None:
         problems.append(
             f"empty file{'s' if len(empty) > 1 else ''} (0 bytes, not Parquet) {', '.join(empty)}"
         )
+    problems += [
+        f"{rel}: not a readable Parquet file (no Parquet header or footer: truncated, or not Parquet)"
+        for rel in unframed
+    ]
     if problems:
         raise InputError(f"{root}: " + "; ".join(problems))
+
+
+_MAGIC = int.from_bytes(b"PAR1", "big")  # Parquet's magic, as Java's DataInputStream.readInt reads it
+
+
+def _parquet_framed(fs, path, length: int) -> bool:
+    """Whether the file starts and ends with Parquet's magic around a footer that fits.
+
+    Three small reads through Hadoop's FileSystem; Spark's own footer reader would log a Java
+    stack trace for a truncated file before failing.
+    """
+    if length < 12:  # header magic, footer length, footer magic
+        return False
+    stream = fs.open(path)
+    try:
+        head = stream.readInt()
+        stream.seek(length - 8)
+        footer = int.from_bytes((stream.readInt() & 0xFFFFFFFF).to_bytes(4, "big"), "little")
+        tail = stream.readInt()
+    finally:
+        stream.close()
+    return head == _MAGIC and tail == _MAGIC and 0 < footer <= length - 12
+
+
+@contextmanager
+def read_errors(source: YambdaInput) -> Iterator[None]:
+    """Turn Spark's failure to read one of ``source``'s files (a corrupt data page, say) into an
+    :class:`InputError` naming the file; any other error passes unchanged.
+
+    Header and footer are checked before any job runs; a damaged page shows only when a job reads it.
+    """
+    try:
+        yield
+    except Exception as e:
+        problem = _read_failure(e, source)
+        if problem is None:
+            raise
+        raise InputError(f"{source.root}: {problem}; nothing was written") from None
+
+
+_FAILED_READ = re.compile(r"Encountered error while reading file (\S+?)\.?\s")
+_CAUSED_BY = re.compile(r"^Caused by: [\w.$]+: (.+)$", re.MULTILINE)
+
+
+def _read_failure(error: Exception, source: YambdaInput) -> str | None:
+    text = str(error)
+    found = _FAILED_READ.search(text)
+    if found is None:
+        return None
+    uri = found.group(1)
+    rel = next((rel for rel in source.kinds if uri.endswith("/" + rel)), None)
+    if rel is None:
+        return None
+    causes = _CAUSED_BY.findall(text)
+    detail = causes[0].strip() if causes else "unreadable data"
+    return f"{rel}: corrupt Parquet data ({detail})"
 
 
 def _cause(error: Exception) -> str:
