@@ -1,4 +1,4 @@
-"""``mostpop``: score = number of training events of the item (models.md)."""
+"""``mostpop``: score = number of training events of the item (docs/models.md)."""
 
 from __future__ import annotations
 
