@@ -60,7 +60,7 @@ def _preprocess(size: str, workdir: Path) -> dict[str, Any]:
 
 
 def _evaluate(size: str, workdir: Path) -> dict[str, Any]:
-    from musicrec.evaluate.ranking import bench_evaluate
+    from musicrec.bench.evaluate import bench_evaluate
 
     out: dict[str, Any] = {}
     for task in ("T1", "T2", "next_track"):
