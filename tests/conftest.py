@@ -87,17 +87,24 @@ def _mlflow_left_as_found():
         os.environ["MLFLOW_TRACKING_URI"] = env
 
 
+def track_into(uri: str) -> str:
+    """Point MLflow at ``uri`` for the rest of this test (``_mlflow_left_as_found`` resets it).
+
+    Through ``mlflow.set_tracking_uri``, which MLflow honours over ``MLFLOW_TRACKING_URI``.
+    """
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
 @pytest.fixture
 def mlflow_store(tmp_path) -> str:
     """An MLflow store of this test's own (SQLite and artifacts under ``tmp_path``); its URI.
 
-    Set through ``mlflow.set_tracking_uri`` (which MLflow honours over the environment) and reset
-    afterwards by ``_mlflow_left_as_found``.
+    Tests that run a job get theirs from the config instead (``mlflow.local_dir`` under their
+    ``tmp_path``, see ``config_for``); either way the URI is reset after the test.
     """
-    uri = f"sqlite:///{tmp_path / 'mlflow-store' / 'mlflow.db'}"
     (tmp_path / "mlflow-store").mkdir()
-    mlflow.set_tracking_uri(uri)
-    return uri
+    return track_into(f"sqlite:///{tmp_path / 'mlflow-store' / 'mlflow.db'}")
 
 # Small settings so several engines fit on a 2-core CI machine.
 TEST_OVERRIDES = (

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import track_into
 from musicrec.data.generator import GeneratorParams, generate
 from musicrec.evaluate.protocols import predictions
 from musicrec.lake.readers import load_holdout, train_sequences
@@ -47,8 +48,8 @@ def run(tmp_path_factory):
 
 
 def _use_pipeline_store(work: Path) -> None:
-    """Read the pipeline's own MLflow store (conftest resets the tracking URI after the test)."""
-    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow' / 'mlflow.db'}")
+    """Read the pipeline's own MLflow store (reset after the test)."""
+    track_into(f"sqlite:///{work / 'mlflow' / 'mlflow.db'}")
 
 
 def _results(work: Path) -> pd.DataFrame:
