@@ -63,8 +63,8 @@ def pytest_sessionfinish(session, exitstatus):
     items = getattr(session, "items", [])
     if not items or any(item.get_closest_marker("unit") is None for item in items):
         return
-    context = sys.modules.get("pyspark") and sys.modules["pyspark"].SparkContext._gateway
-    if context:
+    pyspark = sys.modules.get("pyspark")
+    if pyspark is not None and pyspark.SparkContext._gateway is not None:
         print("\nERROR: a unit test started a Spark JVM; mark it spark (or use the spark fixture)", file=sys.stderr)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -105,6 +105,7 @@ def mlflow_store(tmp_path) -> str:
     """
     (tmp_path / "mlflow-store").mkdir()
     return track_into(f"sqlite:///{tmp_path / 'mlflow-store' / 'mlflow.db'}")
+
 
 # Small settings so several engines fit on a 2-core CI machine.
 TEST_OVERRIDES = (
