@@ -472,7 +472,7 @@ def test_netting_cancels_a_like_followed_by_an_unlike():
 
 
 def test_events_at_or_after_test_end_are_counted(gts_lake):
-    # spec §7: events at or after test_end belong to no split; every event type counts.
+    # docs/temporal-split.md: events at or after test_end belong to no split; every event type counts.
     expected = sum(1 for row in gts_rows() if row[4] >= 100_000)
     assert expected == 2  # the listen and the like at test_end itself
     assert stat(gts_lake, "gts", "events_at_or_after_test_end") == expected
