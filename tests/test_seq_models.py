@@ -57,7 +57,7 @@ def test_initialisation_is_small_deterministic_and_padding_is_zero():
     for (name, x), y in zip(a.network.state_dict().items(), b.network.state_dict().values(), strict=True):
         assert torch.equal(x, y), name
     table = a.network.backbone.items.weight
-    assert table.std() < 0.03  # not nn.Embedding's N(0, 1) (models.md trap 1)
+    assert table.std() < 0.03  # not nn.Embedding's N(0, 1) (docs/models.md trap 1)
     assert torch.count_nonzero(table[500]) == 0  # padding row
     other = GSASRec(GSASRecConfig(**TINY), seed=4)
     other.init_network(500)

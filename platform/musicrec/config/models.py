@@ -14,7 +14,7 @@ from musicrec.config.schema import Section
 
 
 class SequentialConfig(Section):
-    """One transformer backbone (models.md "Sequential models"); the subclasses pick the objective."""
+    """One transformer backbone (docs/models.md "Sequential models"); the subclasses pick the objective."""
 
     embedding_dim: int = Field(128, ge=1)
     num_blocks: int = Field(2, ge=1)
@@ -25,7 +25,7 @@ class SequentialConfig(Section):
     learning_rate: float = Field(0.0031805, gt=0.0)
     batch_size: int = Field(512, ge=1)
     max_epochs: int = Field(100, ge=1)
-    # gBCE has a kick-off delay before validation metrics rise (models.md trap 2): counted in epochs.
+    # gBCE has a kick-off delay before validation metrics rise (docs/models.md trap 2): counted in epochs.
     patience: int = Field(10, ge=1)
     # The most recent events a window (training) or an input (scoring) holds.
     max_len: int = Field(200, ge=2)
@@ -34,7 +34,7 @@ class SequentialConfig(Section):
     # once per epoch and a user weighs in proportion to their events; a cap n takes n windows
     # per epoch, rotating so that the whole history is still covered every ceil(windows / n) epochs.
     windows_per_user: int | None = Field(None, ge=1)
-    # How the item-embedding table starts (models.md "Item-embedding initialisation from audio").
+    # How the item-embedding table starts (docs/models.md "Item-embedding initialisation from audio").
     item_init: Literal["random", "audio_init", "late_fusion"] = "random"
 
     @model_validator(mode="after")

@@ -1,4 +1,4 @@
-"""Sequential families on one transformer backbone: SASRec, gSASRec, BERT4Rec (models.md)."""
+"""Sequential families on one transformer backbone: SASRec, gSASRec, BERT4Rec (docs/models.md)."""
 
 from musicrec.models.sequential.families import (
     BERT4Rec,

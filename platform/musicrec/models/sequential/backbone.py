@@ -1,4 +1,4 @@
-"""The one transformer of the sequential families (models.md "Sequential models").
+"""The one transformer of the sequential families (docs/models.md "Sequential models").
 
 Item rows 0..n_items-1 are the catalogue in dense-index order; row ``n_items`` is padding and,
 for BERT4Rec, row ``n_items + 1`` is [MASK]: neither is ever scored as an item. The item table
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # Small, as in the SASRec re-implementations that converge: PyTorch's default N(0, 1) for
-# embeddings leaves BCE/gBCE stuck at popularity level (models.md trap 1).
+# embeddings leaves BCE/gBCE stuck at popularity level (docs/models.md trap 1).
 EMBEDDING_STD = 0.02
 
 

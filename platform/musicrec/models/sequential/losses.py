@@ -1,9 +1,9 @@
-"""Training objectives of the sequential families (models.md): BCE / gBCE with sampled
+"""Training objectives of the sequential families (docs/models.md): BCE / gBCE with sampled
 negatives and the BERT4Rec cloze loss, on logits computed without a (B, T, k+1, d) tensor.
 
 Negatives are drawn per window (k items shared by all positions of one training sequence):
 the negative logits are then one batched matmul (B, T, d) x (B, d, k) from a (B, k, d) gather,
-instead of the (B, T, k+1, d) gather of the official gSASRec code (models.md trap 5). Each
+instead of the (B, T, k+1, d) gather of the official gSASRec code (docs/models.md trap 5). Each
 position still sees k uniform negatives; they are only correlated along a sequence. A
 negative that equals the position's positive is masked out of that position's loss (trap 4).
 """
