@@ -100,18 +100,27 @@ class ClozeNetwork(nn.Module):
 def train_epoch(
     network: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Batch], device: torch.device | None = None
 ) -> float:
-    """One pass of optimisation steps; the mean batch loss."""
+    """One pass of optimisation steps; the mean batch loss.
+
+    Deterministic kernels where PyTorch has them (the bidirectional backward is otherwise not
+    bit-for-bit repeatable on CPU); where it has none (some CUDA ops) it only warns.
+    """
     network.train()
     total, steps = 0.0, 0
-    for batch in batches:
-        if device is not None:
-            batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-        loss = network(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += float(loss.detach())
-        steps += 1
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        for batch in batches:
+            if device is not None:
+                batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+            loss = network(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            steps += 1
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
     return total / max(steps, 1)
 
 
