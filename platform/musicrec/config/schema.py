@@ -177,6 +177,33 @@ class ModelConfig(Section):
     neighbours: int = Field(100, ge=1)
 
 
+class TrainConfig(Section):
+    """How a model is trained: the training sequence, Ray Train's scaling, checkpoints and stopping."""
+
+    # The training sequence of `sequences` (protocol holdout, split train) and the validation task.
+    sequence: Literal["lh_track", "disc_track", "fam_track", "lh_artist", "disc_artist", "fam_artist"] = "lh_track"
+    k: int = Field(1, ge=1)
+    task: Literal["T1", "T2", "T3", "T4"] | None = None  # None: the sequence's own task (lh/disc: T1/T3, fam: T2/T4)
+    table_version: int | None = Field(None, ge=0)  # pin `sequences`; None: the version current at start
+    # Ray Train scaling (sequential families); classic families run as one Ray task.
+    workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    gpus_per_worker: float = Field(0.0, ge=0.0)
+    use_gpu: bool = False
+    mixed_precision: bool = True  # bf16 autocast, on GPU only
+    # users: each worker keeps the users whose uid hash falls in its shard (memory ~ data / workers);
+    # replicated: every worker holds every user and the sampler splits each global batch by rank.
+    sharding: Literal["users", "replicated"] = "users"
+    checkpoint_every_steps: int = Field(0, ge=0)  # 0: at the end of each epoch only
+    max_failures: int = Field(0, ge=-1)
+    storage_path: str = "ray_results"  # Ray Train checkpoints; shared storage on a cluster
+    val_batch_size: int = Field(256, ge=1)
+    # Fine-tuning: start from a trained model (an MLflow run id or a saved model folder).
+    init_from: str = ""
+    # Test hook: the first attempt of worker rank 0 raises at this global step (fault-tolerance test).
+    fail_at_step: int | None = Field(None, ge=1)
+
+
 class Config(Section):
     runtime: RuntimeConfig = RuntimeConfig()
     data: DataConfig = DataConfig()
@@ -193,3 +220,4 @@ class Config(Section):
     sessions: SessionsConfig = SessionsConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()

@@ -1,0 +1,107 @@
+"""Training sequences for Ray Train: a Ray Data stream over one pinned version of `sequences`.
+
+The driver builds a lazy dataset (``ray.data.read_delta`` at the pinned version, filtered to
+one protocol/name/k and split=train) and never collects it: the only thing it gathers is the
+item vocabulary (distinct item ids, computed by Ray Data). Each worker receives its own
+dataset, already narrowed in Ray Data to its shard of users, and materialises that shard as
+dense :class:`~musicrec.models.TrainingData` for the sampler.
+
+Sharding is deterministic: a user belongs to shard ``splitmix64(uid) mod workers`` (the same
+hash as the user split, with a different offset so shards are independent of the split), and
+a shard is sorted by uid, so block order and read parallelism never change what a worker holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from musicrec.arrays import Ragged
+from musicrec.lake.delta import _abs, table_exists, table_version
+from musicrec.lake.tables import table_path
+from musicrec.models import ItemIndex, TrainingData
+from musicrec.prep.holdout import splitmix64
+
+# Keeps the shard hash independent of the holdout split's hash of (seed << 32) + uid.
+_SHARD_SALT = np.uint64(0x5EED5A4D)
+COLUMNS = ("uid", "items")
+
+
+def sequences_version(lake_root: str, dataset: str, pinned: int | None = None) -> tuple[str, int]:
+    """Path of the dataset's `sequences` table and the version to read (``pinned`` or the latest)."""
+    path = table_path(lake_root, dataset, "sequences")
+    if not table_exists(path):
+        raise FileNotFoundError(f"no sequences table at {path}: run `musicrec preprocess` first")
+    latest = table_version(path)
+    if pinned is not None and pinned > latest:
+        raise ValueError(f"train.table_version={pinned} but {path} is at version {latest}")
+    return _abs(path), latest if pinned is None else pinned
+
+
+def training_dataset(path: str, version: int, protocol: str, name: str, k: int):
+    """A lazy Ray Dataset of (uid, items) rows: the train users of one training sequence."""
+    import ray.data
+    from ray.data.expressions import col
+
+    ds = ray.data.read_delta(path, version=version, columns=["protocol", "name", "k", "split", *COLUMNS])
+    keep = (col("protocol") == protocol) & (col("name") == name) & (col("k") == k) & (col("split") == "train")
+    return ds.filter(expr=keep).select_columns(list(COLUMNS))
+
+
+def shard_of(uid: np.ndarray, workers: int) -> np.ndarray:
+    return (splitmix64(np.asarray(uid, dtype=np.int64).astype(np.uint64) ^ _SHARD_SALT) % np.uint64(workers)).astype(
+        np.int64
+    )
+
+
+def _keep_shard(batch: pa.Table, rank: int, workers: int) -> pa.Table:
+    return batch.filter(pa.array(shard_of(batch["uid"].to_numpy(), workers) == rank))
+
+
+def worker_datasets(ds, workers: int, sharding: str) -> dict:
+    """One dataset per worker rank (``rank0``...): its users' shard, or every user when replicated."""
+    if sharding == "replicated" or workers == 1:
+        return {f"rank{r}": ds for r in range(workers)}
+    return {
+        f"rank{r}": ds.map_batches(_keep_shard, batch_format="pyarrow", fn_kwargs={"rank": r, "workers": workers})
+        for r in range(workers)
+    }
+
+
+def _distinct_items(batch: pa.Table) -> pa.Table:
+    return pa.table({"item": pc.unique(pc.list_flatten(batch["items"]))})
+
+
+def item_vocabulary(ds) -> ItemIndex:
+    """Distinct item ids of the training sequences: Ray Data reduces each block to its distinct
+    items and the driver merges them, so it holds at most the catalogue, never the sequences."""
+    distinct = np.zeros(0, dtype=np.int64)
+    for batch in ds.map_batches(_distinct_items, batch_format="pyarrow").iter_batches(batch_format="pyarrow"):
+        distinct = np.union1d(distinct, batch["item"].to_numpy().astype(np.int64))
+    return ItemIndex(distinct)
+
+
+def collect_shard(batches: Iterable[pa.Table], items: ItemIndex) -> tuple[TrainingData, np.ndarray]:
+    """A worker's streamed rows as dense training data sorted by uid, and the uids.
+
+    Every training item is in ``items`` (the vocabulary of the same rows), except when
+    fine-tuning on a parent's vocabulary: unknown items are then dropped from the rows.
+    """
+    uids, rows = [], []
+    for batch in batches:
+        if batch.num_rows:
+            uids.append(batch["uid"].to_numpy().astype(np.int64))
+            rows.append(Ragged.from_arrow(batch["items"]))
+    if not uids:
+        return TrainingData(Ragged.from_lists([]), len(items)), np.zeros(0, dtype=np.int64)
+    uid = np.concatenate(uids)
+    values = np.concatenate([r.values for r in rows])
+    lengths = np.concatenate([r.lengths for r in rows])
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    order = np.argsort(uid, kind="stable")
+    dense, _ = items.map_rows(Ragged(values, offsets).take(order))
+    return TrainingData(dense, len(items)), uid[order]
