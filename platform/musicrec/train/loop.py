@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import logging
 import math
 import tempfile
 import time
@@ -30,10 +31,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from musicrec.models import FittedModel, ItemIndex, family_class
+from musicrec.models import FittedModel, ItemIndex, TrainingData, family_class
 from musicrec.models.sequential.families import derived_seed
 
 VALIDATION_METRIC = "val_ndcg_at_100"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class WorkerSpec:
     family: str
     model_config: dict
     seed: int
-    items: Any  # ObjectRef of the vocabulary's raw ids (np.ndarray)
+    items: Any  # ObjectRef of a fixed vocabulary's raw ids (fine-tuning); None: the training rows' items
     sharding: str
     batch_size: int
     max_epochs: int
@@ -81,7 +83,7 @@ def build_model(spec: WorkerSpec):
 
 
 def _save(
-    directory: Path, rank: int, network, optimizer, state: LoopState, best: dict | None
+    directory: Path, rank: int, network, optimizer, state: LoopState, best: dict | None, items: ItemIndex
 ) -> None:
     # Every rank writes its RNG state; Ray Train merges the ranks' folders into one checkpoint.
     torch.save(torch.get_rng_state(), directory / f"rng_rank{rank}.pt")
@@ -91,6 +93,7 @@ def _save(
         if best is not None:
             torch.save(best, directory / "best.pt")
         (directory / "state.json").write_text(json.dumps(asdict(state)))
+        np.save(directory / "item_ids.npy", items.ids)
 
 
 def load_state(directory: Path) -> LoopState:
@@ -107,11 +110,13 @@ def _restore(directory: Path, rank: int, network, optimizer, device) -> tuple[Lo
     return load_state(directory), best
 
 
-def _report(metrics: dict, rank: int, network, optimizer, state: LoopState, best: dict | None) -> None:
+def _report(
+    metrics: dict, rank: int, network, optimizer, state: LoopState, best: dict | None, items: ItemIndex
+) -> None:
     import ray.train
 
     with tempfile.TemporaryDirectory() as tmp:
-        _save(Path(tmp), rank, network, optimizer, state, best)
+        _save(Path(tmp), rank, network, optimizer, state, best, items)
         ray.train.report(
             metrics,
             checkpoint=ray.train.Checkpoint.from_directory(tmp),
@@ -137,6 +142,16 @@ def _agreed(batches, device):
         yield batch
 
 
+def _vocabulary(local_items: np.ndarray) -> ItemIndex:
+    """The distinct items of every rank's shard: each rank holds only its users, and all must agree."""
+    distinct = np.unique(local_items)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        gathered: list = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, distinct)
+        distinct = np.unique(np.concatenate(gathered))
+    return ItemIndex(distinct)
+
+
 def _validate(model, spec: WorkerSpec, items: ItemIndex, examples) -> float:
     from musicrec.evaluate.protocols import EvalOptions, evaluate_task
 
@@ -152,15 +167,19 @@ def train_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from musicrec.train.data import collect_shard
+    from musicrec.train.stream import collect_rows
 
     spec: WorkerSpec = loop_config["spec"]
+    started = time.perf_counter()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     amp = spec.mixed_precision and device.type == "cuda"
 
-    items = ItemIndex(ray.get(spec.items))
+    uids, raw = collect_rows(ray.train.get_dataset_shard(f"rank{rank}").iter_batches(batch_format="pyarrow"))
+    read = time.perf_counter() - started
+    items = ItemIndex(ray.get(spec.items)) if spec.items is not None else _vocabulary(raw.values)
+    data = TrainingData(items.map_rows(raw)[0], len(items))
     model = build_model(spec)
     model.init_network(len(items))
     if spec.parent_state is not None:
@@ -174,9 +193,9 @@ def train_worker(loop_config: dict) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state, best = _restore(Path(directory), rank, network, optimizer, device)
+    log.info("rank %d/%d: %d users, %d events read in %.1f s; %d items; ready after %.1f s", rank, world, len(uids),
+             len(raw.values), read, len(items), time.perf_counter() - started)
 
-    shard = ray.train.get_dataset_shard(f"rank{rank}")
-    data, _ = collect_shard(shard.iter_batches(batch_format="pyarrow"), items)
     examples = None
     if rank == 0:
         from musicrec.evaluate.protocols import load_holdout
@@ -191,7 +210,7 @@ def train_worker(loop_config: dict) -> None:
 
     while state.epoch < spec.max_epochs and state.stale < spec.patience:
         epoch = state.epoch
-        started = time.perf_counter()
+        epoch_started = time.perf_counter()
         if state.step_in_epoch == 0:
             # The dropout seed of fit(); other ranks get their own stream.
             torch.manual_seed(derived_seed(spec.seed, 1, epoch) if rank == 0 else derived_seed(spec.seed, 1, epoch, rank))
@@ -212,10 +231,10 @@ def train_worker(loop_config: dict) -> None:
                 Path(spec.fail_marker).write_text(str(state.global_step))
                 raise RuntimeError(f"injected failure at step {state.global_step} (train.fail_at_step)")
             if spec.checkpoint_every_steps and state.global_step % spec.checkpoint_every_steps == 0:
-                _report({"epoch": epoch, "step": state.global_step}, rank, network, optimizer, state, best)
+                _report({"epoch": epoch, "step": state.global_step}, rank, network, optimizer, state, best, items)
 
         record = {"epoch": epoch, "loss": state.epoch_loss / max(state.epoch_steps, 1),
-                  "seconds": time.perf_counter() - started}
+                  "seconds": time.perf_counter() - epoch_started}
         metric = [0.0]
         if rank == 0:
             metric = [_validate(model, spec, items, examples)]
@@ -237,8 +256,12 @@ def train_worker(loop_config: dict) -> None:
         _report(
             {"epoch": epoch, "step": state.global_step, "loss": record["loss"], VALIDATION_METRIC: metric[0],
              "best_epoch": state.best_epoch},
-            rank, network, optimizer, state, best,
+            rank, network, optimizer, state, best, items,
         )
+
+
+def checkpoint_items(directory: Path) -> ItemIndex:
+    return ItemIndex(np.load(directory / "item_ids.npy", allow_pickle=False))
 
 
 def best_weights(directory: Path) -> dict[str, torch.Tensor] | None:
@@ -250,6 +273,3 @@ def positions(batch: dict[str, torch.Tensor], pad: int) -> int:
     """Trained positions (loss terms) in a batch: targets that are not padding."""
     return int((batch["targets"] != pad).sum())
 
-
-__all__ = ["VALIDATION_METRIC", "LoopState", "WorkerSpec", "best_weights", "load_state", "positions", "train_worker",
-           "np"]

@@ -1,7 +1,7 @@
 """``musicrec train`` for the sequential families: a Ray Train ``TorchTrainer`` job.
 
 The driver pins the `sequences` version, builds a lazy Ray Data stream of the training rows
-(one per worker, narrowed to its users), gathers only the item vocabulary, starts the trainer
+(one per worker, narrowed to its users) without reading any of them, starts the trainer
 (``ScalingConfig`` / ``FailureConfig`` / ``RunConfig`` from ``train.*``), and, once it ends,
 is the only process that writes to MLflow: the per-epoch history and the best weights come
 back in the final checkpoint, so a restarted worker never logs twice and the SQLite store
@@ -25,10 +25,18 @@ from typing import Any
 import mlflow
 
 from musicrec.config import Config
+from musicrec.errors import InputError
 from musicrec.models import FittedModel, family_class, load_model
 from musicrec.prep.sequences import parse_name
-from musicrec.train.data import item_vocabulary, sequences_version, training_dataset, worker_datasets
-from musicrec.train.loop import VALIDATION_METRIC, WorkerSpec, best_weights, load_state, train_worker
+from musicrec.train.loop import (
+    VALIDATION_METRIC,
+    WorkerSpec,
+    best_weights,
+    checkpoint_items,
+    load_state,
+    train_worker,
+)
+from musicrec.train.stream import sequences_version, training_dataset, worker_datasets
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +54,17 @@ def validation_task(config: Config) -> str:
     from musicrec.evaluate.protocols import TASK_DOMAIN
 
     if TASK_DOMAIN[task] != domain:
-        raise ValueError(f"train.task={task} is a {TASK_DOMAIN[task]} task but train.sequence={config.train.sequence}")
+        raise InputError(f"train.task={task} is a {TASK_DOMAIN[task]} task but train.sequence={config.train.sequence}")
     return task
 
 
 def model_config(config: Config, family: str, parent: FittedModel | None = None) -> dict:
     """The family's settings from ``model.*`` (or the parent's, with this run's fine-tuning keys)."""
-    fields = family_class(family).Config.model_fields
-    given = {key: value for key, value in config.model.model_dump(mode="json").items() if key in fields}
-    if parent is None:
-        return given
-    return {**parent.model.config_dict(), **{key: given[key] for key in FINE_TUNE_KEYS if key in given}}
+    schema = family_class(family).Config
+    given = {key: value for key, value in config.model.model_dump(mode="json").items() if key in schema.model_fields}
+    if parent is not None:
+        given = {**parent.model.config_dict(), **{key: given[key] for key in FINE_TUNE_KEYS if key in given}}
+    return schema.model_validate(given).model_dump(mode="json")
 
 
 def resolve_parent(reference: str) -> tuple[FittedModel, str]:
@@ -67,7 +75,7 @@ def resolve_parent(reference: str) -> tuple[FittedModel, str]:
     try:
         local = mlflow.artifacts.download_artifacts(run_id=reference, artifact_path="model")
     except Exception as e:  # noqa: BLE001 - MLflow raises several types for an unknown run
-        raise ValueError(f"train.init_from={reference!r} is neither a saved model folder nor a run with a model") from e
+        raise InputError(f"train.init_from={reference!r} is neither a saved model folder nor a run with a model") from e
     return load_model(local), reference
 
 
@@ -131,29 +139,28 @@ def run_sequential_train(config: Config, run_name: str = "train") -> dict[str, A
 
     family = config.model.family
     if family not in SEQUENTIAL_FAMILIES:
-        raise ValueError(f"model.family={family} is not a sequential family ({', '.join(SEQUENTIAL_FAMILIES)})")
+        raise InputError(f"model.family={family} is not a sequential family ({', '.join(SEQUENTIAL_FAMILIES)})")
     t = config.train
+    if t.protocol != "holdout":
+        # Early stopping needs validation users: the holdout's; GTS validation windows are not wired in.
+        raise InputError(f"sequential training validates on holdout users; train.protocol={t.protocol} is not supported")
     task = validation_task(config)
     parent, parent_ref = resolve_parent(t.init_from) if t.init_from else (None, "")
     if parent is not None and parent.model.family != family:
-        raise ValueError(f"train.init_from is a {parent.model.family} model but model.family={family}")
-    settings = model_config(config, family, parent)
-    family_class(family).Config.model_validate(settings)  # fail before starting Ray
+        raise InputError(f"train.init_from is a {parent.model.family} model but model.family={family}")
+    settings = model_config(config, family, parent)  # validated before Ray starts
 
     init_ray(config)
     DataContext.get_current().enable_progress_bars = False
-    path, version = sequences_version(config.lake.root, config.dataset.name, t.table_version)
-    rows = training_dataset(path, version, "holdout", t.sequence, t.k)
-    items = parent.items if parent is not None else item_vocabulary(rows)
-    if len(items) < 2:
-        raise ValueError(f"{t.sequence} (k={t.k}) has {len(items)} distinct items in its training users: nothing to learn")
+    path, version = sequences_version(config.lake.root, config.dataset.name, t.protocol, t.sequence, t.k,
+                                      t.sequences_version)
+    rows = training_dataset(path, version, t.protocol, t.sequence, t.k)
 
     setup_mlflow(config)
     with mlflow.start_run(run_name=run_name) as run:
         log_lineage(config, TABLES_READ)
         mlflow.log_params({"family": family, "sequence": t.sequence, "k": t.k, "task": task, "workers": t.workers,
-                           "use_gpu": t.use_gpu, "sharding": t.sharding, "n_items": len(items),
-                           "sequences_version_read": version})
+                           "use_gpu": t.use_gpu, "sharding": t.sharding, "sequences_version_read": version})
         mlflow.log_params({f"model.{key}": value for key, value in settings.items()})
         mlflow.set_tags({"family": family, "sequence": t.sequence, "task": task})
         if parent is not None:
@@ -165,11 +172,11 @@ def run_sequential_train(config: Config, run_name: str = "train") -> dict[str, A
             family=family,
             model_config=settings,
             seed=config.seed,
-            items=ray.put(items.ids),
+            items=ray.put(parent.items.ids) if parent is not None else None,
             sharding=t.sharding,
             batch_size=settings["batch_size"],
             max_epochs=settings["max_epochs"],
-            patience=settings.get("patience", settings["max_epochs"]),
+            patience=settings["patience"],
             checkpoint_every_steps=t.checkpoint_every_steps,
             mixed_precision=t.mixed_precision,
             lake_root=str(Path(config.lake.root).resolve()) if "://" not in config.lake.root else config.lake.root,
@@ -188,6 +195,8 @@ def run_sequential_train(config: Config, run_name: str = "train") -> dict[str, A
         with result.checkpoint.as_directory() as directory:
             state = load_state(Path(directory))
             weights = best_weights(Path(directory))
+            items = checkpoint_items(Path(directory))
+        mlflow.log_param("n_items", len(items))
 
         for record in state.history:
             step = int(record["epoch"])

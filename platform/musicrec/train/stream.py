@@ -1,10 +1,9 @@
 """Training sequences for Ray Train: a Ray Data stream over one pinned version of `sequences`.
 
 The driver builds a lazy dataset (``ray.data.read_delta`` at the pinned version, filtered to
-one protocol/name/k and split=train) and never collects it: the only thing it gathers is the
-item vocabulary (distinct item ids, computed by Ray Data). Each worker receives its own
-dataset, already narrowed in Ray Data to its shard of users, and materialises that shard as
-dense :class:`~musicrec.models.TrainingData` for the sampler.
+one protocol/name/k and split=train) and never collects it, nor anything derived from it (it
+reads only the Delta log). Each worker receives its own dataset, already narrowed in Ray Data to its shard of users, and materialises that shard for
+the sampler; the ranks agree on the item vocabulary by exchanging their shards' distinct items.
 
 Sharding is deterministic: a user belongs to shard ``splitmix64(uid) mod workers`` (the same
 hash as the user split, with a different offset so shards are independent of the split), and
@@ -18,11 +17,12 @@ from collections.abc import Iterable
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from deltalake import DeltaTable
 
 from musicrec.arrays import Ragged
+from musicrec.errors import InputError
 from musicrec.lake.delta import _abs, table_exists, table_version
 from musicrec.lake.tables import table_path
-from musicrec.models import ItemIndex, TrainingData
 from musicrec.prep.holdout import splitmix64
 
 # Keeps the shard hash independent of the holdout split's hash of (seed << 32) + uid.
@@ -30,15 +30,26 @@ _SHARD_SALT = np.uint64(0x5EED5A4D)
 COLUMNS = ("uid", "items")
 
 
-def sequences_version(lake_root: str, dataset: str, pinned: int | None = None) -> tuple[str, int]:
-    """Path of the dataset's `sequences` table and the version to read (``pinned`` or the latest)."""
+def sequences_version(
+    lake_root: str, dataset: str, protocol: str, name: str, k: int, pinned: int | None = None
+) -> tuple[str, int]:
+    """Path of the dataset's `sequences` table and the version to read (``pinned`` or the latest),
+    checked from the Delta log alone to hold rows of (protocol, name, k)."""
     path = table_path(lake_root, dataset, "sequences")
     if not table_exists(path):
-        raise FileNotFoundError(f"no sequences table at {path}: run `musicrec preprocess` first")
+        raise InputError(f"no sequences table at {path}: run `musicrec preprocess` first")
     latest = table_version(path)
     if pinned is not None and pinned > latest:
-        raise ValueError(f"train.table_version={pinned} but {path} is at version {latest}")
-    return _abs(path), latest if pinned is None else pinned
+        raise InputError(f"train.sequences_version={pinned} but {path} is at version {latest}")
+    version = latest if pinned is None else pinned
+    files = pa.table(DeltaTable(_abs(path), version=version).get_add_actions(flatten=True))
+    mine = pc.and_(
+        pc.and_(pc.equal(files["partition.protocol"], protocol), pc.equal(files["partition.name"], name)),
+        pc.equal(files["partition.k"], k),
+    )
+    if not pc.any(mine).as_py():
+        raise InputError(f"{path} (version {version}) has no {name} sequences with k={k} under protocol {protocol}")
+    return _abs(path), version
 
 
 def training_dataset(path: str, version: int, protocol: str, name: str, k: int):
@@ -71,37 +82,18 @@ def worker_datasets(ds, workers: int, sharding: str) -> dict:
     }
 
 
-def _distinct_items(batch: pa.Table) -> pa.Table:
-    return pa.table({"item": pc.unique(pc.list_flatten(batch["items"]))})
-
-
-def item_vocabulary(ds) -> ItemIndex:
-    """Distinct item ids of the training sequences: Ray Data reduces each block to its distinct
-    items and the driver merges them, so it holds at most the catalogue, never the sequences."""
-    distinct = np.zeros(0, dtype=np.int64)
-    for batch in ds.map_batches(_distinct_items, batch_format="pyarrow").iter_batches(batch_format="pyarrow"):
-        distinct = np.union1d(distinct, batch["item"].to_numpy().astype(np.int64))
-    return ItemIndex(distinct)
-
-
-def collect_shard(batches: Iterable[pa.Table], items: ItemIndex) -> tuple[TrainingData, np.ndarray]:
-    """A worker's streamed rows as dense training data sorted by uid, and the uids.
-
-    Every training item is in ``items`` (the vocabulary of the same rows), except when
-    fine-tuning on a parent's vocabulary: unknown items are then dropped from the rows.
-    """
+def collect_rows(batches: Iterable[pa.Table]) -> tuple[np.ndarray, Ragged]:
+    """A worker's streamed (uid, items) rows, sorted by uid, items still raw ids."""
     uids, rows = [], []
     for batch in batches:
         if batch.num_rows:
             uids.append(batch["uid"].to_numpy().astype(np.int64))
             rows.append(Ragged.from_arrow(batch["items"]))
     if not uids:
-        return TrainingData(Ragged.from_lists([]), len(items)), np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), Ragged.from_lists([])
     uid = np.concatenate(uids)
-    values = np.concatenate([r.values for r in rows])
     lengths = np.concatenate([r.lengths for r in rows])
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     order = np.argsort(uid, kind="stable")
-    dense, _ = items.map_rows(Ragged(values, offsets).take(order))
-    return TrainingData(dense, len(items)), uid[order]
+    return uid[order], Ragged(np.concatenate([r.values for r in rows]), offsets).take(order)
