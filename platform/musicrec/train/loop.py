@@ -71,10 +71,13 @@ class LoopState:
     global_step: int = 0
     epoch_loss: float = 0.0
     epoch_steps: int = 0
+    epoch_positions: int = 0
     best_metric: float = -math.inf
     best_epoch: int = -1
     stale: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    device: str = ""  # where the last attempt trained ("cpu", "cuda:0") and whether under bf16
+    bf16: bool = False
 
 
 def build_model(spec: WorkerSpec):
@@ -193,6 +196,7 @@ def train_worker(loop_config: dict) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state, best = _restore(Path(directory), rank, network, optimizer, device)
+    state.device, state.bf16 = str(device), amp
     log.info("rank %d/%d: %d users, %d events read in %.1f s; %d items; ready after %.1f s", rank, world, len(uids),
              len(raw.values), read, len(items), time.perf_counter() - started)
 
@@ -223,18 +227,23 @@ def train_worker(loop_config: dict) -> None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            state.epoch_loss += _all_reduce([float(loss.detach())], device)[0] / world
+            # One all-reduce per step for the reported loss and the positions (loss terms) trained.
+            summed = _all_reduce([float(loss.detach()), float(positions(batch, model.n_items))], device)
+            state.epoch_loss += summed[0] / world
+            state.epoch_positions += int(summed[1])
             state.epoch_steps += 1
             state.step_in_epoch += 1
             state.global_step += 1
             if spec.fail_at_step == state.global_step and rank == 0 and not Path(spec.fail_marker).exists():
+                Path(spec.fail_marker).parent.mkdir(parents=True, exist_ok=True)
                 Path(spec.fail_marker).write_text(str(state.global_step))
                 raise RuntimeError(f"injected failure at step {state.global_step} (train.fail_at_step)")
             if spec.checkpoint_every_steps and state.global_step % spec.checkpoint_every_steps == 0:
                 _report({"epoch": epoch, "step": state.global_step}, rank, network, optimizer, state, best, items)
 
-        record = {"epoch": epoch, "loss": state.epoch_loss / max(state.epoch_steps, 1),
-                  "seconds": time.perf_counter() - epoch_started}
+        seconds = time.perf_counter() - epoch_started
+        record = {"epoch": epoch, "loss": state.epoch_loss / max(state.epoch_steps, 1), "seconds": seconds,
+                  "positions": state.epoch_positions, "positions_per_second": state.epoch_positions / seconds}
         metric = [0.0]
         if rank == 0:
             metric = [_validate(model, spec, items, examples)]
@@ -252,7 +261,7 @@ def train_worker(loop_config: dict) -> None:
         else:
             state.stale += 1
         state.history.append(record)
-        state.epoch, state.step_in_epoch, state.epoch_loss, state.epoch_steps = epoch + 1, 0, 0.0, 0
+        state.epoch, state.step_in_epoch, state.epoch_loss, state.epoch_steps, state.epoch_positions = epoch + 1, 0, 0.0, 0, 0
         _report(
             {"epoch": epoch, "step": state.global_step, "loss": record["loss"], VALIDATION_METRIC: metric[0],
              "best_epoch": state.best_epoch},

@@ -157,7 +157,8 @@ def run_sequential_train(config: Config, run_name: str = "train") -> dict[str, A
     rows = training_dataset(path, version, t.protocol, t.sequence, t.k)
 
     setup_mlflow(config)
-    with mlflow.start_run(run_name=run_name) as run:
+    # Nested under a caller's active run (a benchmark) rather than failing on it.
+    with mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None) as run:
         log_lineage(config, TABLES_READ)
         mlflow.log_params({"family": family, "sequence": t.sequence, "k": t.k, "task": task, "workers": t.workers,
                            "use_gpu": t.use_gpu, "sharding": t.sharding, "sequences_version_read": version})
@@ -226,6 +227,8 @@ def run_sequential_train(config: Config, run_name: str = "train") -> dict[str, A
             "k": t.k,
             "task": task,
             "epochs": len(state.history),
+            "device": state.device,
+            "bf16": state.bf16,
             "best_epoch": state.best_epoch,
             VALIDATION_METRIC: state.best_metric,
             "history": state.history,
