@@ -21,6 +21,7 @@ import itertools
 import json
 import logging
 import math
+import resource
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -155,6 +156,16 @@ def _vocabulary(local_items: np.ndarray) -> ItemIndex:
     return ItemIndex(distinct)
 
 
+def _peak_rss_mb() -> list[float]:
+    """Every rank's peak resident memory so far (MB), gathered on all ranks."""
+    mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [mine]
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, mine)
+    return gathered
+
+
 def _validate(model, spec: WorkerSpec, items: ItemIndex, examples) -> float:
     from musicrec.evaluate.protocols import EvalOptions, evaluate_task
 
@@ -243,7 +254,8 @@ def train_worker(loop_config: dict) -> None:
 
         seconds = time.perf_counter() - epoch_started
         record = {"epoch": epoch, "loss": state.epoch_loss / max(state.epoch_steps, 1), "seconds": seconds,
-                  "positions": state.epoch_positions, "positions_per_second": state.epoch_positions / seconds}
+                  "positions": state.epoch_positions, "positions_per_second": state.epoch_positions / seconds,
+                  "worker_peak_rss_mb": _peak_rss_mb()}
         metric = [0.0]
         if rank == 0:
             metric = [_validate(model, spec, items, examples)]
