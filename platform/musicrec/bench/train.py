@@ -16,7 +16,6 @@ scaling, which on a 2-core machine shared with other work is bounded by the core
 from __future__ import annotations
 
 import itertools
-import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -130,5 +129,4 @@ def bench_train(config: Config, workdir: Path, n_users: int = 4096, n_items: int
         out[f"ray_{w}w.job_seconds"] = time.perf_counter() - started
         out[f"ray_{w}w.ratio_to_bare"] = record["positions_per_second"] / bare["positions_per_second"]
         out[f"ray_{w}w.worker_peak_rss_mb"] = max(record["worker_peak_rss_mb"])
-    out["driver_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
