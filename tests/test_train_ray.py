@@ -134,7 +134,8 @@ def test_run_logs_curve_model_and_fine_tunes_from_it(one_worker, lake):
     saved = load_model(mlflow.artifacts.download_artifacts(run_id=general["run_id"], artifact_path="model"))
     assert saved.model.family == "gsasrec" and len(saved.items) == 60
     # The saved model is the best epoch's: it reproduces the run's best validation metric.
-    from musicrec.evaluate.protocols import EvalOptions, evaluate_task, load_holdout
+    from musicrec.evaluate.protocols import EvalOptions, evaluate_task
+    from musicrec.lake.readers import load_holdout
 
     val = load_holdout(str(lake), "walks", "val", ["T1"])[0]
     rows = evaluate_task(saved, val, "holdout", "val", EvalOptions(ks=(100,), metrics=("ndcg",)))

@@ -63,12 +63,12 @@ def bare_loop(config: Config, lake: Path, dataset: str, steps: int | None = None
     """One epoch (or ``steps`` batches) of the plain PyTorch loop over the same training rows."""
 
     from musicrec.arrays import Ragged
-    from musicrec.evaluate.protocols import read_table
+    from musicrec.lake.readers import load_table
     from musicrec.models import ItemIndex, TrainingData, family_class
     from musicrec.train.loop import positions
     from musicrec.train.sequential import model_config
 
-    table = read_table(str(lake), dataset, "sequences", [("split", "=", "train")]).sort_by("uid")
+    table = load_table(str(lake), dataset, "sequences", [("split", "=", "train")]).sort_by("uid")
     raw = Ragged.from_arrow(table["items"])
     items = ItemIndex.from_items(raw.values)
     data = TrainingData(items.map_rows(raw)[0], len(items))

@@ -213,7 +213,7 @@ def train_worker(loop_config: dict) -> None:
 
     examples = None
     if rank == 0:
-        from musicrec.evaluate.protocols import load_holdout
+        from musicrec.lake.readers import load_holdout
 
         examples = load_holdout(spec.lake_root, spec.dataset, "val", [spec.task])[0]
     # Replicated data: the sampler splits each global batch by rank. Sharded users: each rank

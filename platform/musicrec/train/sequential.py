@@ -25,9 +25,9 @@ from typing import Any
 import mlflow
 
 from musicrec.config import Config
+from musicrec.contract import parse_name, task
 from musicrec.errors import InputError
 from musicrec.models import FittedModel, family_class, load_model
-from musicrec.prep.sequences import parse_name
 from musicrec.train.loop import (
     VALIDATION_METRIC,
     WorkerSpec,
@@ -50,12 +50,10 @@ def validation_task(config: Config) -> str:
     """``train.task``, or the task the training sequence serves (lh/disc: discovery, fam: familiar)."""
     kind, domain = parse_name(config.train.sequence)
     default = {("track", False): "T1", ("track", True): "T2", ("artist", False): "T3", ("artist", True): "T4"}
-    task = config.train.task or default[(domain, kind == "fam")]
-    from musicrec.evaluate.protocols import TASK_DOMAIN
-
-    if TASK_DOMAIN[task] != domain:
-        raise InputError(f"train.task={task} is a {TASK_DOMAIN[task]} task but train.sequence={config.train.sequence}")
-    return task
+    name = config.train.task or default[(domain, kind == "fam")]
+    if task(name).domain != domain:
+        raise InputError(f"train.task={name} is a {task(name).domain} task but train.sequence={config.train.sequence}")
+    return name
 
 
 def model_config(config: Config, family: str, parent: FittedModel | None = None) -> dict:
@@ -144,7 +142,7 @@ def run_sequential_train(config: Config, run_name: str = "train") -> dict[str, A
     if t.protocol != "holdout":
         # Early stopping needs validation users: the holdout's; GTS validation windows are not wired in.
         raise InputError(f"sequential training validates on holdout users; train.protocol={t.protocol} is not supported")
-    task = validation_task(config)
+    task_name = validation_task(config)
     parent, parent_ref = resolve_parent(t.init_from) if t.init_from else (None, "")
     if parent is not None and parent.model.family != family:
         raise InputError(f"train.init_from is a {parent.model.family} model but model.family={family}")
@@ -152,18 +150,18 @@ def run_sequential_train(config: Config, run_name: str = "train") -> dict[str, A
 
     init_ray(config)
     DataContext.get_current().enable_progress_bars = False
-    path, version = sequences_version(config.lake.root, config.dataset.name, t.protocol, t.sequence, t.k,
-                                      t.sequences_version)
-    rows = training_dataset(path, version, t.protocol, t.sequence, t.k)
+    version = sequences_version(config.lake.root, config.dataset.name, t.protocol, t.sequence, t.k,
+                                t.sequences_version)
+    rows = training_dataset(config.lake.root, config.dataset.name, t.protocol, t.sequence, t.k, version)
 
     setup_mlflow(config)
     # Nested under a caller's active run (a benchmark) rather than failing on it.
     with mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None) as run:
         log_lineage(config, TABLES_READ)
-        mlflow.log_params({"family": family, "sequence": t.sequence, "k": t.k, "task": task, "workers": t.workers,
+        mlflow.log_params({"family": family, "sequence": t.sequence, "k": t.k, "task": task_name, "workers": t.workers,
                            "use_gpu": t.use_gpu, "sharding": t.sharding, "sequences_version_read": version})
         mlflow.log_params({f"model.{key}": value for key, value in settings.items()})
-        mlflow.set_tags({"family": family, "sequence": t.sequence, "task": task})
+        mlflow.set_tags({"family": family, "sequence": t.sequence, "task": task_name})
         if parent is not None:
             mlflow.set_tags({"parent_model": parent_ref, "fine_tuned_from": parent.name})
 
@@ -182,7 +180,7 @@ def run_sequential_train(config: Config, run_name: str = "train") -> dict[str, A
             mixed_precision=t.mixed_precision,
             lake_root=str(Path(config.lake.root).resolve()) if "://" not in config.lake.root else config.lake.root,
             dataset=config.dataset.name,
-            task=task,
+            task=task_name,
             sequence=t.sequence,
             k=t.k,
             val_batch_size=t.val_batch_size,
@@ -201,7 +199,7 @@ def run_sequential_train(config: Config, run_name: str = "train") -> dict[str, A
 
         for record in state.history:
             step = int(record["epoch"])
-            mlflow.log_metrics({"train/loss": record["loss"], f"val/{task}/ndcg_at_100": record["metric"],
+            mlflow.log_metrics({"train/loss": record["loss"], f"val/{task_name}/ndcg_at_100": record["metric"],
                                 "train/epoch_seconds": record["seconds"]}, step=step)
         with tempfile.TemporaryDirectory() as tmp:
             mlflow.log_artifact(str(plot_curve(state.history, Path(tmp) / "training_curve.png")), "plots")
@@ -215,7 +213,7 @@ def run_sequential_train(config: Config, run_name: str = "train") -> dict[str, A
         with tempfile.TemporaryDirectory() as tmp:
             fitted.save(Path(tmp) / "model")
             mlflow.log_artifacts(str(Path(tmp) / "model"), "model")
-        test = evaluate_holdout([fitted], config.lake.root, config.dataset.name, "test", [task],
+        test = evaluate_holdout([fitted], config.lake.root, config.dataset.name, "test", [task_name],
                                 EvalOptions(ks=tuple(config.evaluate.ks), metrics=("ndcg", "recall", "hr")))
         log_results(test, artifact_file="evaluation/test_results.csv")
         mlflow.log_metrics({"best_epoch": state.best_epoch, f"best/{VALIDATION_METRIC}": state.best_metric,
@@ -225,7 +223,7 @@ def run_sequential_train(config: Config, run_name: str = "train") -> dict[str, A
             "family": family,
             "sequence": t.sequence,
             "k": t.k,
-            "task": task,
+            "task": task_name,
             "epochs": len(state.history),
             "device": state.device,
             "bf16": state.bf16,

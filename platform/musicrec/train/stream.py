@@ -1,13 +1,15 @@
 """Training sequences for Ray Train: a Ray Data stream over one pinned version of `sequences`.
 
-The driver builds a lazy dataset (``ray.data.read_delta`` at the pinned version, filtered to
-one protocol/name/k and split=train) and never collects it, nor anything derived from it (it
-reads only the Delta log). Each worker receives its own dataset, already narrowed in Ray Data to its shard of users, and materialises that shard for
-the sampler; the ranks agree on the item vocabulary by exchanging their shards' distinct items.
+The driver builds a lazy dataset (:func:`musicrec.lake.readers.sequences_dataset`:
+``ray.data.read_delta`` at the pinned version, filtered to one protocol/name/k and
+split=train) and never collects it, nor anything derived from it (it reads only the Delta
+log). Each worker receives its own dataset, already narrowed in Ray Data to its shard of
+users, and materialises that shard for the sampler; the ranks agree on the item vocabulary by
+exchanging their shards' distinct items.
 
-Sharding is deterministic: a user belongs to shard ``splitmix64(uid) mod workers`` (the same
-hash as the user split, with a different offset so shards are independent of the split), and
-a shard is sorted by uid, so block order and read parallelism never change what a worker holds.
+Sharding is deterministic: a user belongs to shard ``splitmix64(uid ^ salt) mod workers``
+(the user split's hash, salted so shards are independent of the split), and a shard is sorted
+by uid, so block order and read parallelism never change what a worker holds.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from deltalake import DeltaTable
 
 from musicrec.arrays import Ragged
 from musicrec.errors import InputError
-from musicrec.lake.delta import _abs, table_exists, table_version
+from musicrec.hashing import splitmix64
+from musicrec.lake.readers import sequences_dataset, table_exists, table_version
 from musicrec.lake.tables import table_path
-from musicrec.prep.holdout import splitmix64
 
 # Keeps the shard hash independent of the holdout split's hash of (seed << 32) + uid.
 _SHARD_SALT = np.uint64(0x5EED5A4D)
@@ -32,9 +34,9 @@ COLUMNS = ("uid", "items")
 
 def sequences_version(
     lake_root: str, dataset: str, protocol: str, name: str, k: int, pinned: int | None = None
-) -> tuple[str, int]:
-    """Path of the dataset's `sequences` table and the version to read (``pinned`` or the latest),
-    checked from the Delta log alone to hold rows of (protocol, name, k)."""
+) -> int:
+    """The version of the dataset's `sequences` to read (``pinned`` or the latest), checked from
+    the Delta log alone to hold rows of (protocol, name, k)."""
     path = table_path(lake_root, dataset, "sequences")
     if not table_exists(path):
         raise InputError(f"no sequences table at {path}: run `musicrec preprocess` first")
@@ -42,24 +44,19 @@ def sequences_version(
     if pinned is not None and pinned > latest:
         raise InputError(f"train.sequences_version={pinned} but {path} is at version {latest}")
     version = latest if pinned is None else pinned
-    files = pa.table(DeltaTable(_abs(path), version=version).get_add_actions(flatten=True))
+    files = pa.table(DeltaTable(path, version=version).get_add_actions(flatten=True))
     mine = pc.and_(
         pc.and_(pc.equal(files["partition.protocol"], protocol), pc.equal(files["partition.name"], name)),
         pc.equal(files["partition.k"], k),
     )
     if not pc.any(mine).as_py():
         raise InputError(f"{path} (version {version}) has no {name} sequences with k={k} under protocol {protocol}")
-    return _abs(path), version
+    return version
 
 
-def training_dataset(path: str, version: int, protocol: str, name: str, k: int):
+def training_dataset(lake_root: str, dataset: str, protocol: str, name: str, k: int, version: int):
     """A lazy Ray Dataset of (uid, items) rows: the train users of one training sequence."""
-    import ray.data
-    from ray.data.expressions import col
-
-    ds = ray.data.read_delta(path, version=version, columns=["protocol", "name", "k", "split", *COLUMNS])
-    keep = (col("protocol") == protocol) & (col("name") == name) & (col("k") == k) & (col("split") == "train")
-    return ds.filter(expr=keep).select_columns(list(COLUMNS))
+    return sequences_dataset(lake_root, dataset, protocol, name, k, "train", COLUMNS, version)
 
 
 def shard_of(uid: np.ndarray, workers: int) -> np.ndarray:
