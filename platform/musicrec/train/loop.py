@@ -16,7 +16,6 @@ the epoch had already consumed.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import logging
@@ -269,7 +268,7 @@ def train_worker(loop_config: dict) -> None:
         if metric[0] > state.best_metric:
             state.best_metric, state.best_epoch, state.stale = metric[0], epoch, 0
             if rank == 0:
-                best = {key: value.detach().cpu().clone() for key, value in copy.deepcopy(network.state_dict()).items()}
+                best = {key: value.detach().cpu().clone() for key, value in network.state_dict().items()}
         else:
             state.stale += 1
         state.history.append(record)
