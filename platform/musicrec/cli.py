@@ -18,7 +18,6 @@ from musicrec.entry import add_config_args, config_from_args, run_job
 
 # Verbs planned for later work (docs/README.md); they fail clearly instead of pretending.
 PLANNED = {
-    "train": "training models on Ray Train",
     "tune": "Ray Tune sweeps",
     "recommend": "batch recommendations",
     "report": "experiment reports",
@@ -47,6 +46,12 @@ def _evaluate(config) -> dict[str, Any]:
     from musicrec.evaluate.job import run_evaluate
 
     return run_evaluate(config)
+
+
+def _train(config) -> dict[str, Any]:
+    from musicrec.train.sequential import run_sequential_train
+
+    return run_sequential_train(config)
 
 
 def _pipeline(config) -> dict[str, Any]:
@@ -79,6 +84,7 @@ VERBS: dict[str, tuple[str, Callable[..., dict[str, Any]], bool, bool]] = {
     "ingest": ("validate Yambda files and write events/quarantine/stats (Spark)", _ingest, True, False),
     "preprocess": ("filters, task sequences, holdout and temporal splits (Spark)", _preprocess, True, False),
     "evaluate": ("evaluate the simple scorers on every task and protocol", _evaluate, False, False),
+    "train": ("train a sequential model on Ray Train (model.family, train.*)", _train, False, False),
     "pipeline": ("generate -> ingest -> preprocess -> evaluate, locally", _pipeline, False, False),
     "score": ("score external predictions on the platform's protocols", _score, False, True),
     "vacuum": ("delete Delta files no version inside vacuum.retention_hours needs", _vacuum, True, False),
@@ -110,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--k", default="10,100", help="comma-separated cut-offs (default 10,100)")
             p.add_argument("--out", help="write the metrics as JSON here")
         elif verb == "bench":
-            p.add_argument("name", choices=["generate", "preprocess", "evaluate"], help="which benchmark")
+            p.add_argument("name", choices=["generate", "preprocess", "evaluate", "train"], help="which benchmark")
             p.add_argument("--sizes", default="", help="comma-separated sizes (benchmark-specific)")
     for verb, help_text in PLANNED.items():
         p = sub.add_parser(verb, help=f"{help_text} (not built yet)", description=f"{help_text}: not built yet")

@@ -20,7 +20,7 @@ from musicrec.config import Config
 from musicrec.errors import InputError
 from musicrec.runtime.mlflow_setup import setup_mlflow
 
-DEFAULT_SIZES = {"generate": "yambda-50m", "preprocess": "1M,10M", "evaluate": "10000"}
+DEFAULT_SIZES = {"generate": "yambda-50m", "preprocess": "1M,10M", "evaluate": "10000", "train": "160k"}
 
 
 def _count(text: str) -> int:
@@ -69,7 +69,16 @@ def _evaluate(size: str, workdir: Path) -> dict[str, Any]:
     return out
 
 
-RUNNERS = {"generate": _generate, "preprocess": _preprocess, "evaluate": _evaluate}
+def _train(size: str, workdir: Path, config: Config) -> dict[str, Any]:
+    from musicrec.bench.train import bench_train
+
+    # Size: the catalogue (items); the model and batch are the config's (the gSASRec preset by default).
+    return bench_train(config, workdir, n_items=_count(size))
+
+
+RUNNERS = {"generate": _generate, "preprocess": _preprocess, "evaluate": _evaluate, "train": _train}
+# Benchmarks that also take the config (the model they train).
+CONFIGURED = {"train"}
 
 
 def run_bench(config: Config, name: str, sizes: str = "") -> dict[str, Any]:
@@ -81,7 +90,8 @@ def run_bench(config: Config, name: str, sizes: str = "") -> dict[str, Any]:
         workdir = Path(tempfile.mkdtemp(prefix=f"musicrec-bench-{name}-"))
         try:
             with mlflow.start_run(run_name=f"{name} {size}"):
-                figures = RUNNERS[name](size, workdir)
+                runner = RUNNERS[name]
+                figures = runner(size, workdir, config) if name in CONFIGURED else runner(size, workdir)
                 mlflow.log_params({"benchmark": name, "size": size, "cores": os.cpu_count(), **_versions()})
                 mlflow.log_metrics({k: float(v) for k, v in figures.items() if isinstance(v, int | float)})
                 mlflow.log_dict(figures, "figures.json")

@@ -177,6 +177,36 @@ class ModelConfig(Section):
     neighbours: int = Field(100, ge=1)
 
 
+class TrainConfig(Section):
+    """What ``musicrec train`` fits the configured ``model`` on, and how (Ray Train for the sequential families)."""
+
+    protocol: str = Field("holdout", pattern=r"^(holdout|gts_(val|test)_(listen_plus|like))$")
+    sequence: str = Field("lh_track", pattern=r"^(lh|disc|fam)_(track|artist)$")
+    k: int = Field(1, ge=1)
+    # Version of `sequences` to read; None: the latest when the run starts (logged either way).
+    sequences_version: int | None = Field(None, ge=0)
+    # Task whose holdout validation users drive early stopping; None: the sequence's own task
+    # (lh/disc: T1 or T3, fam: T2 or T4).
+    task: Literal["T1", "T2", "T3", "T4"] | None = None
+    # Ray Train scaling of the sequential families.
+    workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    gpus_per_worker: float = Field(0.0, ge=0.0)
+    use_gpu: bool = False
+    mixed_precision: bool = True  # bf16 autocast, on GPU only
+    # users: each worker keeps the users whose uid hash falls in its shard (memory ~ data / workers);
+    # replicated: every worker holds every user and the sampler splits each global batch by rank.
+    sharding: Literal["users", "replicated"] = "users"
+    checkpoint_every_steps: int = Field(0, ge=0)  # 0: at the end of each epoch only
+    max_failures: int = Field(0, ge=-1)  # FailureConfig(max_failures); -1: retry forever
+    storage_path: str = "ray_results"  # Ray Train checkpoints; shared storage (s3://, NFS) on a cluster
+    val_batch_size: int = Field(256, ge=1)
+    # Fine-tuning: start from a trained model (an MLflow run id or a saved model folder).
+    init_from: str = ""
+    # Test hook: worker rank 0 raises once at this global step (the fault-tolerance test).
+    fail_at_step: int | None = Field(None, ge=1)
+
+
 class Config(Section):
     runtime: RuntimeConfig = RuntimeConfig()
     data: DataConfig = DataConfig()
@@ -193,3 +223,4 @@ class Config(Section):
     sessions: SessionsConfig = SessionsConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()

@@ -209,8 +209,10 @@ def sequences_dataset(
     k: int = 1,
     split: str | None = "train",
     columns: Sequence[str] | None = None,
+    version: int | None = None,
 ) -> ray.data.Dataset:
-    """``sequences`` rows of one (protocol, name, k) and split (None: every split) as a Ray Dataset.
+    """``sequences`` rows of one (protocol, name, k) and split (None: every split) as a Ray Dataset,
+    at ``version`` of the table (None: the published one).
 
     The partition filter goes to the Arrow scanner of each file, which skips files whose
     partition values (from the Delta log) cannot match; ``split`` is a column filter.
@@ -224,5 +226,8 @@ def sequences_dataset(
         term = ds.field(column) == value
         expression = term if expression is None else expression & term
     return ray.data.read_delta(
-        _abs(path), version=table_version(path), columns=list(columns) if columns else None, filter=expression
+        _abs(path),
+        version=table_version(path) if version is None else version,
+        columns=list(columns) if columns else None,
+        filter=expression,
     )

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from musicrec.contract import HOLDOUT, HOLDOUT_TASKS, SPLITS, task
+from musicrec.hashing import splitmix64
 from musicrec.prep.build import (
     ChunkFn,
     Histories,
@@ -42,14 +43,6 @@ SKIP_DETAIL = {
     EMPTY_HISTORY: "no event of the task's domain before the cutoff",
 }
 DUPLICATE_DETAIL = "listens identical in (uid, item_id, timestamp) to the previous one; kept, each is a listen"
-
-
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser on uint64 arrays (numpy wraps on overflow, as the definition needs)."""
-    z = np.asarray(x, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
 
 
 def user_split(uid: np.ndarray, seed: int, ratios: Sequence[float]) -> np.ndarray:
