@@ -37,7 +37,7 @@ from musicrec.config import Config
 from musicrec.contract import EVENT_TYPES
 from musicrec.contract.schemas import spark_schema
 from musicrec.data import validate
-from musicrec.data.yambda import ALBUM_MAPPING, ARTIST_MAPPING, YambdaInput, open_yambda
+from musicrec.data.yambda import ALBUM_MAPPING, ARTIST_MAPPING, YambdaInput, check_present, open_yambda
 from musicrec.errors import InputError
 from musicrec.lake.snapshot import JobSnapshot
 from musicrec.lake.tables import table_path
@@ -246,6 +246,11 @@ def persisted(df: DataFrame) -> Iterator[DataFrame]:
         yield df
     finally:
         df.unpersist()
+
+
+def check_input(config: Config, spark: SparkSession) -> None:
+    """The files ingest reads are there, checked before its run opens."""
+    check_present(spark, config.data)
 
 
 def run_ingest(config: Config, spark: SparkSession) -> dict[str, Any]:
