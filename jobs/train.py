@@ -6,6 +6,7 @@
 """
 
 from musicrec.entry import job_main
+
 from musicrec.train.sequential import run_sequential_train
 
 if __name__ == "__main__":

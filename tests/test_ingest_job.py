@@ -155,6 +155,7 @@ def test_spark_submit_entry_point(generated, tmp_path, spark_submit):
     common = (
         f"data.root={generated}",
         f"lake.root={tmp_path / 'lake'}",
+        f"mlflow.local_dir={tmp_path / 'mlflow'}",
         "dataset.name=cli",
         "runtime.progress=false",
         # The config says local[*]: spark-submit's --master local[2] must win.

@@ -13,11 +13,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from conftest import track_into
 from musicrec.data.generator import GeneratorParams, generate
 from musicrec.evaluate.protocols import predictions
-from musicrec.lake.readers import load_holdout, train_sequences
+from musicrec.lake.provenance import written_by
+from musicrec.lake.readers import load_holdout, table_version, train_sequences
 from musicrec.models import fit_model
 from musicrec.models.transition import Transition
 
@@ -97,6 +99,22 @@ def test_evaluate_run_records_lineage_and_artifacts(run):
     assert {"mostpop", "transition"} == set(children["params.family"])
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.run_id, "evaluation")}
     assert {"evaluation/results.csv", "evaluation/ndcg.png", "evaluation/on_task_vs_general.csv"} <= artifacts
+
+
+def test_a_sequences_version_leads_to_the_preprocess_run_of_the_pipeline(run):
+    """Lineage: the commit of a `sequences` version names the run that wrote it and that run's config."""
+    work, _ = run
+    path = str(work / "lake" / "e2e" / "sequences")
+    meta = written_by(path, table_version(path))
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow' / 'mlflow.db'}")
+    prep = mlflow.get_run(meta["mlflow_run_id"])
+    assert prep.info.run_name == "preprocess" and prep.data.tags["config_hash"] == meta["config_hash"]
+    # The value the lake was built with: the tiny dataset's, as the pipeline resolved it.
+    assert prep.data.params["preprocess.popularity.recent_window"] == "175"
+    saved = mlflow.artifacts.download_artifacts(run_id=prep.info.run_id, artifact_path="config.yaml")
+    assert yaml.safe_load(Path(saved).read_text())["preprocess"]["popularity"]["min_users"] == 2  # an override
+    pipeline = mlflow.get_run(prep.data.tags["mlflow.parentRunId"])
+    assert pipeline.info.run_name == "pipeline" and pipeline.info.status == "FINISHED"
 
 
 def test_transition_beats_popularity_and_shuffling_hurts_it(run):

@@ -86,7 +86,8 @@ def test_missing_events_is_a_clear_input_error(spark, config_for):
 
 
 def submit_preprocess(spark_submit, master: str, lake: Path, *options: str):
-    overrides = (f"lake.root={lake}", "dataset.name=submit", "runtime.progress=false")
+    overrides = (f"lake.root={lake}", f"mlflow.local_dir={lake.parent / 'mlflow'}", "dataset.name=submit",
+                 "runtime.progress=false")
     return spark_submit("preprocess", *overrides, *SMALL, master=master, options=options)
 
 

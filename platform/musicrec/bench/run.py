@@ -2,7 +2,8 @@
 
 Each benchmark compares two things in the same run on the same machine and reports the ratio;
 absolute figures are logged for reference but never asserted (these machines are shared and noisy).
-Results go to the MLflow experiment ``benchmarks``: parameters (sizes, cores, versions), metrics.
+Results go to the MLflow experiment ``benchmarks`` (the verb's run, one nested run per size):
+parameters (sizes, cores, versions), metrics.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from typing import Any
 import mlflow
 
 from musicrec.config import Config
-from musicrec.errors import InputError
-from musicrec.runtime.mlflow_setup import setup_mlflow
+from musicrec.errors import ConfigError, InputError
 
 DEFAULT_SIZES = {"generate": "yambda-50m", "preprocess": "1M,10M", "evaluate": "10000", "train": "160k"}
 
@@ -81,15 +81,20 @@ RUNNERS = {"generate": _generate, "preprocess": _preprocess, "evaluate": _evalua
 CONFIGURED = {"train"}
 
 
-def run_bench(config: Config, name: str, sizes: str = "") -> dict[str, Any]:
-    if name not in RUNNERS:
-        raise InputError(f"unknown benchmark {name!r}; choose one of {', '.join(RUNNERS)}")
-    setup_mlflow(config, "benchmarks", per_dataset=False)
+def check_bench(config: Config) -> None:
+    if config.bench.name is None:
+        raise ConfigError(f"bench needs a benchmark name: one of {', '.join(RUNNERS)} (bench.name)")
+
+
+def run_bench(config: Config) -> dict[str, Any]:
+    """Each size is one nested run of the active run (the verb's), in the experiment ``benchmarks``."""
+    name = config.bench.name
+    assert name is not None  # check_bench ran
     results: dict[str, Any] = {}
-    for size in (sizes or DEFAULT_SIZES[name]).split(","):
+    for size in (config.bench.sizes or DEFAULT_SIZES[name]).split(","):
         workdir = Path(tempfile.mkdtemp(prefix=f"musicrec-bench-{name}-"))
         try:
-            with mlflow.start_run(run_name=f"{name} {size}"):
+            with mlflow.start_run(run_name=f"{name} {size}", nested=True):
                 runner = RUNNERS[name]
                 figures = runner(size, workdir, config) if name in CONFIGURED else runner(size, workdir)
                 mlflow.log_params({"benchmark": name, "size": size, "cores": os.cpu_count(), **_versions()})

@@ -6,6 +6,7 @@ and types are strict (a YAML string "3" is not an int), so a typo never silently
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -17,12 +18,31 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+# Checked here, not by the JVM: a bad value must fail before any work, as one line, not as a Java trace.
+_SPARK_MASTER = re.compile(r"local(\[(\*|[1-9]\d*)(,[1-9]\d*)?\])?|spark://[^\s/]+|yarn|k8s://\S+")
+_JVM_MEMORY = re.compile(r"[1-9]\d*([kmgt]b?)?", re.IGNORECASE)
+
+
 class SparkConfig(Section):
     master: str = "local[*]"
     driver_memory: str = "6g"
     shuffle_partitions: int = Field(8, ge=1)
     # Extra Spark settings, passed through as given (e.g. spark.executor.memory on a cluster).
     conf: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("master")
+    @classmethod
+    def _master(cls, master: str) -> str:
+        if not _SPARK_MASTER.fullmatch(master):
+            raise ValueError("must be local, local[N], local[*], local[N,F], spark://HOST:PORT, yarn or k8s://URL")
+        return master
+
+    @field_validator("driver_memory")
+    @classmethod
+    def _memory(cls, memory: str) -> str:
+        if not _JVM_MEMORY.fullmatch(memory):
+            raise ValueError("must be a JVM memory size such as 512m or 6g")
+        return memory
 
 
 class RayConfig(Section):
@@ -150,6 +170,31 @@ class EvaluateConfig(Section):
     sampled_n: int = Field(1000, ge=1)
 
 
+class ScoreConfig(Section):
+    """The ``score`` verb: external predictions scored on the lake's examples."""
+
+    predictions: str = ""  # parquet with uid, task, items (best first); required by the verb
+    examples: ProtocolKind | None = None  # required by the verb
+    split: Window = "test"  # holdout split or GTS window
+    feedback: Feedback = "listen_plus"  # GTS only
+    ks: list[int] = Field(default_factory=lambda: [10, 100], min_length=1)
+    out: str = ""  # write the metrics as JSON here; empty: print only
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, ks: list[int]) -> list[int]:
+        if any(k < 1 for k in ks):
+            raise ValueError("cut-offs must be integers >= 1")
+        return ks
+
+
+class BenchConfig(Section):
+    """The ``bench`` verb: which benchmark, at which sizes (empty: the benchmark's defaults)."""
+
+    name: Literal["generate", "preprocess", "evaluate", "train"] | None = None  # required by the verb
+    sizes: str = ""
+
+
 class ModelConfig(Section):
     """Hyper-parameters of one model; defaults are paper 000's gSASRec (Table 2)."""
 
@@ -222,5 +267,7 @@ class Config(Section):
     gts: GtsConfig = GtsConfig()
     sessions: SessionsConfig = SessionsConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    score: ScoreConfig = ScoreConfig()
+    bench: BenchConfig = BenchConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()

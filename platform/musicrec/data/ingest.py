@@ -38,7 +38,7 @@ from musicrec.contract import EVENT_TYPES
 from musicrec.contract.schemas import spark_schema
 from musicrec.data import validate
 from musicrec.data.yambda.layout import ALBUM_MAPPING, ARTIST_MAPPING
-from musicrec.data.yambda.reader import YambdaInput, open_yambda, read_errors
+from musicrec.data.yambda.reader import YambdaInput, check_present, open_yambda, read_errors
 from musicrec.errors import InputError
 from musicrec.lake.snapshot import JobSnapshot
 from musicrec.lake.tables import table_path
@@ -247,6 +247,11 @@ def persisted(df: DataFrame) -> Iterator[DataFrame]:
         yield df
     finally:
         df.unpersist()
+
+
+def check_input(config: Config, spark: SparkSession) -> None:
+    """The files ingest reads are there, checked before its run opens."""
+    check_present(spark, config.data)
 
 
 def run_ingest(config: Config, spark: SparkSession) -> dict[str, Any]:

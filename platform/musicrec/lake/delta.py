@@ -43,6 +43,7 @@ from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import StructType
 
 # The Spark-free reads live in lake.readers; re-exported for the Spark jobs that also read.
+from musicrec.lake import provenance
 from musicrec.lake.readers import read_arrow as read_arrow
 from musicrec.lake.readers import table_exists as table_exists
 from musicrec.lake.readers import table_version as table_version
@@ -178,7 +179,8 @@ def stage(
     if where and (mode != "overwrite" or not {k for k, _ in where} <= set(partition_by)):
         raise ValueError("replace_where needs mode='overwrite' and keys among partition_by")
     base = current_version(path) if read_version is None else read_version
-    meta = tuple(sorted((metadata or {}).items()))
+    # The running verb's MLflow run and config hash (lake.provenance) go with every commit.
+    meta = tuple(sorted({**provenance.current(), **(metadata or {})}.items()))
     if chosen == "spark_delta":
         return _write_native(df, Staged(path, mode, tuple(partition_by), chosen, arrow_schema, base,
                                         replace_where=where, metadata=meta))

@@ -91,11 +91,16 @@ def required_files(data: DataConfig) -> list[_File]:
     return files
 
 
+def check_present(spark: SparkSession, data: DataConfig) -> None:
+    """Every file the config needs exists and is not empty; else one :class:`InputError` naming them."""
+    _check_present(spark, data.root.rstrip("/"), [f.rel for f in required_files(data)])
+
+
 def open_yambda(spark: SparkSession, data: DataConfig) -> YambdaInput:
     """Check every file the config needs and return lazy frames over them (nothing is computed)."""
     root = data.root.rstrip("/")
     files = required_files(data)
-    _check_present(spark, root, [f.rel for f in files])
+    check_present(spark, data)
 
     frames: dict[str, DataFrame] = {}
     problems: list[str] = []
