@@ -18,7 +18,6 @@ from musicrec.entry import add_config_args, config_from_args, run_job
 
 # Verbs of the spec that later work will build; they fail clearly instead of pretending.
 PLANNED = {
-    "train": "training models on Ray Train",
     "tune": "Ray Tune sweeps",
     "recommend": "batch recommendations",
     "report": "experiment reports",
@@ -47,6 +46,12 @@ def _evaluate(config) -> dict[str, Any]:
     from musicrec.evaluate.job import run_evaluate
 
     return run_evaluate(config)
+
+
+def _train(config) -> dict[str, Any]:
+    from musicrec.train.job import run_train
+
+    return run_train(config)
 
 
 def _pipeline(config) -> dict[str, Any]:
@@ -78,7 +83,8 @@ VERBS: dict[str, tuple[str, Callable[..., dict[str, Any]], bool, bool]] = {
     "generate": ("write a synthetic dataset in the Yambda layout", _generate, False, False),
     "ingest": ("validate Yambda files and write events/quarantine/stats (Spark)", _ingest, True, False),
     "preprocess": ("filters, task sequences, holdout and temporal splits (Spark)", _preprocess, True, False),
-    "evaluate": ("evaluate the simple scorers on every task and protocol", _evaluate, False, False),
+    "train": ("train model.family on train.sequence (one Ray task; MLflow run with the model)", _train, False, False),
+    "evaluate": ("evaluate scorers, or a trained model (evaluate.model_uri), on every task", _evaluate, False, False),
     "pipeline": ("generate -> ingest -> preprocess -> evaluate, locally", _pipeline, False, False),
     "score": ("score external predictions on the platform's protocols", _score, False, True),
     "vacuum": ("delete Delta files no version inside vacuum.retention_hours needs", _vacuum, True, False),
