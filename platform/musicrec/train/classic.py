@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from musicrec.config import Config
@@ -85,12 +86,15 @@ def fit_on_ray(config: Config, version: int) -> FittedModel:
     try:
         task = ray.remote(num_cpus=config.train.num_cpus, max_retries=0)(fit_from_lake)
         try:
-            return ray.get(task.remote(config, version))
+            fitted = ray.get(task.remote(config, version))
         except ray.exceptions.RayTaskError as e:
             # A user error raised inside the task (e.g. EASE above its catalogue bound) stays one line.
             if isinstance(e.cause, InputError):
                 raise e.cause from None
             raise
+        # Arrays from Ray's object store are read-only views; implicit's Cython needs writable ones.
+        fitted.model.load_state({key: np.array(value) for key, value in fitted.model.state().items()})
+        return fitted
     finally:
         if started_here:
             ray.shutdown()
