@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--k", default="10,100", help="comma-separated cut-offs (default 10,100)")
             p.add_argument("--out", help="write the metrics as JSON here")
         elif verb == "bench":
-            p.add_argument("name", choices=["generate", "preprocess", "evaluate"], help="which benchmark")
+            p.add_argument("name", choices=["generate", "preprocess", "evaluate", "als"], help="which benchmark")
             p.add_argument("--sizes", default="", help="comma-separated sizes (benchmark-specific)")
     for verb, help_text in PLANNED.items():
         p = sub.add_parser(verb, help=f"{help_text} (not built yet)", description=f"{help_text}: not built yet")

@@ -20,7 +20,7 @@ from musicrec.config import Config
 from musicrec.errors import InputError
 from musicrec.runtime.mlflow_setup import setup_mlflow
 
-DEFAULT_SIZES = {"generate": "yambda-50m", "preprocess": "1M,10M", "evaluate": "10000"}
+DEFAULT_SIZES = {"generate": "yambda-50m", "preprocess": "1M,10M", "evaluate": "10000", "als": ""}
 
 
 def _count(text: str) -> int:
@@ -68,19 +68,27 @@ def _evaluate(size: str, workdir: Path) -> dict[str, Any]:
     return out
 
 
+def _als(config: Config, size: str) -> dict[str, Any]:
+    from musicrec.bench.als import bench_als
+
+    # Each size is a preprocessed dataset under lake.root (e.g. synthetic-medium, yambda-50m).
+    return bench_als(config, size)
+
+
 RUNNERS = {"generate": _generate, "preprocess": _preprocess, "evaluate": _evaluate}
+LAKE_RUNNERS = {"als": _als}
 
 
 def run_bench(config: Config, name: str, sizes: str = "") -> dict[str, Any]:
-    if name not in RUNNERS:
-        raise InputError(f"unknown benchmark {name!r}; choose one of {', '.join(RUNNERS)}")
+    if name not in RUNNERS and name not in LAKE_RUNNERS:
+        raise InputError(f"unknown benchmark {name!r}; choose one of {', '.join([*RUNNERS, *LAKE_RUNNERS])}")
     setup_mlflow(config, "benchmarks", per_dataset=False)
     results: dict[str, Any] = {}
-    for size in (sizes or DEFAULT_SIZES[name]).split(","):
+    for size in (sizes or DEFAULT_SIZES[name] or config.dataset.name).split(","):
         workdir = Path(tempfile.mkdtemp(prefix=f"musicrec-bench-{name}-"))
         try:
             with mlflow.start_run(run_name=f"{name} {size}"):
-                figures = RUNNERS[name](size, workdir)
+                figures = LAKE_RUNNERS[name](config, size) if name in LAKE_RUNNERS else RUNNERS[name](size, workdir)
                 mlflow.log_params({"benchmark": name, "size": size, "cores": os.cpu_count(), **_versions()})
                 mlflow.log_metrics({k: float(v) for k, v in figures.items() if isinstance(v, int | float)})
                 mlflow.log_dict(figures, "figures.json")

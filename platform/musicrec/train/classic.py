@@ -55,7 +55,7 @@ def model_name(config: Config) -> str:
     return f"{config.model.family}[{t.sequence}]" if t.k == 1 else f"{config.model.family}[{t.sequence}({t.k})]"
 
 
-def fit_from_lake(config: Config, version: int) -> FittedModel:
+def fit_from_lake(config: Config, version: int | None) -> FittedModel:
     """Read the pinned training sequences and fit ``config.model`` (the body of the Ray task)."""
     t = config.train
     data = read_training_sequences(config.lake.root, config.dataset.name, t.protocol, t.sequence, t.k, version)
@@ -76,7 +76,7 @@ def fit_from_lake(config: Config, version: int) -> FittedModel:
     )
 
 
-def fit_on_ray(config: Config, version: int) -> FittedModel:
+def fit_on_ray(config: Config, version: int | None) -> FittedModel:
     import ray
 
     from musicrec.runtime.ray_setup import init_ray
