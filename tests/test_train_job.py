@@ -100,7 +100,11 @@ def free_port() -> int:
 
 
 def start_head(ray_bin: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    ports = {"--port": free_port(), "--dashboard-port": free_port(), "--ray-client-server-port": free_port()}
+    # Every port chosen free: other Ray clusters on the machine hold the defaults (e.g. the agent's 52365).
+    names = ("--port", "--dashboard-port", "--ray-client-server-port", "--dashboard-agent-listen-port",
+             "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port",
+             "--node-manager-port", "--object-manager-port")  # fmt: skip
+    ports = {name: free_port() for name in names}
     temp_dir = tempfile.mkdtemp(prefix="rayt")  # short: Ray's socket paths must fit in 107 bytes
     head = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
@@ -167,11 +171,14 @@ def test_ray_job_submit_of_jobs_train_with_token_auth(ray_head, lake, tmp_path):
     assert refused.returncode != 0
 
     overrides = settings(lake, tmp_path / "mlflow", *ALS_SMALL, f"train.output_dir={tmp_path / 'out'}")
-    submitted = subprocess.run(
-        [ray_bin, "job", "submit", "--address", address, "--working-dir", str(REPO / "jobs"),
-         "--", sys.executable, "train.py", *overrides],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    command = [ray_bin, "job", "submit", "--address", address, "--working-dir", str(REPO / "jobs"),
+               "--", sys.executable, "train.py", *overrides]  # fmt: skip
+    for _attempt in range(30):
+        submitted = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        # The job server answers before the node's job agent is up; Ray says to try again later.
+        if "No available agent" not in submitted.stderr + submitted.stdout:
+            break
+        time.sleep(5)
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     assert "succeeded" in submitted.stdout
     saved = load_model(tmp_path / "out")
