@@ -16,9 +16,9 @@ import yaml
 from musicrec.arrays import Ragged
 from musicrec.config import load_config
 from musicrec.evaluate.job import run_evaluate
-from musicrec.evaluate.protocols import _metric_name, load_holdout, rank_task
+from musicrec.evaluate.protocols import _metric_name, rank_task
+from musicrec.lake.readers import load_holdout, read_training_sequences
 from musicrec.models import FAMILIES, family_class, fit_model, load_model
-from musicrec.train.data import read_training_sequences
 from toy_lake import write_toy_lake
 
 # Small settings so the suite stays fast; any family not listed runs with its defaults.

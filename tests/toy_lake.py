@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 from deltalake import write_deltalake
 
-from musicrec.prep.sequences import SEQUENCE_NAMES, parse_name, sequence_mask
+from musicrec.contract import SEQUENCE_NAMES, parse_name
+from musicrec.prep.sequences import sequence_mask
 
 N_USERS = 90
 N_TRACKS = 48

@@ -20,10 +20,10 @@ from threadpoolctl import threadpool_limits
 from musicrec.arrays import Ragged
 from musicrec.config import Config
 from musicrec.config.models import ALSConfig
+from musicrec.lake.readers import read_training_sequences
 from musicrec.models.als import ALS
 from musicrec.models.base import TrainingData
 from musicrec.models.items import ItemIndex
-from musicrec.train.data import read_training_sequences
 
 
 def bench_als(config: Config, dataset: str) -> dict[str, Any]:

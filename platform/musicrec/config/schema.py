@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from musicrec.config.models import ClassicFamily, GSASRecConfig, ModelConfig
 from musicrec.config.section import Section
-from musicrec.contract import FEEDBACKS, PROTOCOL_KINDS, Feedback, ProtocolKind, Window
+from musicrec.contract import FEEDBACKS, PROTOCOL_KINDS, Feedback, Protocol, ProtocolKind, Window, parse_name
 
 
 class SparkConfig(Section):
@@ -154,13 +154,24 @@ class EvaluateConfig(Section):
 class TrainConfig(Section):
     """What ``musicrec train`` fits the configured ``model`` on."""
 
-    protocol: str = Field("holdout", pattern=r"^(holdout|gts_(val|test)_(listen_plus|like))$")
-    sequence: str = Field("lh_track", pattern=r"^(lh|disc|fam)_(track|artist)$")
+    protocol: str = "holdout"  # holdout or gts_<window>_<feedback>: the `sequences` protocol trained on
+    sequence: str = "lh_track"
     k: int = Field(1, ge=1)
     # Version of `sequences` to read; None: the latest when the run starts (logged either way).
     sequences_version: int | None = Field(None, ge=0)
     num_cpus: int = Field(1, ge=1)  # CPUs the Ray task reserves (implicit's threads are model.num_threads)
     output_dir: str = ""  # also keep the saved model folder here (it is always an MLflow artifact)
+
+    @field_validator("protocol")
+    @classmethod
+    def _protocol(cls, value: str) -> str:
+        return Protocol.parse(value).name
+
+    @field_validator("sequence")
+    @classmethod
+    def _sequence(cls, value: str) -> str:
+        parse_name(value)
+        return value
 
 
 class Config(Section):

@@ -21,33 +21,26 @@ import numpy as np
 import pandas as pd
 
 from musicrec.config import Config
+from musicrec.contract import TASKS, Protocol, parse_name
 from musicrec.errors import InputError
-from musicrec.evaluate.protocols import (
-    EvalOptions,
-    evaluate,
-    format_results,
-    load_gts,
-    load_holdout,
-    log_results,
-)
+from musicrec.evaluate.protocols import EvalOptions, evaluate, format_results, log_results
+from musicrec.lake.readers import load_gts, load_holdout, read_training_sequences, sequences_version
 from musicrec.models import FittedModel, family_class, fit_model
 from musicrec.runtime.mlflow_setup import setup_mlflow
 from musicrec.tracking.runs import log_lineage
-from musicrec.train.data import read_training_sequences, sequences_version
 
 log = logging.getLogger(__name__)
 
 READS = ("sequences", "holdout_examples", "gts_examples")
-# The tasks a model trained on each sequence is evaluated on (paper 000: a general model serves
-# its domain's tasks through the candidate filter, an on-task model only its own task).
-SEQUENCE_TASKS: dict[str, tuple[str, ...]] = {
-    "lh_track": ("T1", "T2", "next_track"),
-    "lh_artist": ("T3", "T4", "next_artist"),
-    "disc_track": ("T1",),
-    "fam_track": ("T2",),
-    "disc_artist": ("T3",),
-    "fam_artist": ("T4",),
-}
+
+
+def sequence_tasks(sequence: str) -> tuple[str, ...]:
+    """The tasks a model trained on ``sequence`` serves (paper 000): a listening history every task
+    of its domain through the candidate filter, a task's own sequence only that task."""
+    kind, domain = parse_name(sequence)
+    if kind == "lh":
+        return tuple(n for n, t in TASKS.items() if t.domain == domain)
+    return tuple(n for n, t in TASKS.items() if t.truth == sequence)
 
 
 def model_name(config: Config) -> str:
@@ -71,7 +64,7 @@ def fit_from_lake(config: Config, version: int | None) -> FittedModel:
         data.items,
         sequence=t.sequence,
         k=t.k,
-        tasks=SEQUENCE_TASKS[t.sequence],
+        tasks=sequence_tasks(t.sequence),
         timestamps=data.timestamps,
     )
 
@@ -103,17 +96,16 @@ def fit_on_ray(config: Config, version: int | None) -> FittedModel:
 def evaluate_trained(model: FittedModel, config: Config) -> pd.DataFrame:
     """Validation and test metrics on the protocol the model was trained for."""
     options = EvalOptions(ks=tuple(config.evaluate.ks), batch_size=config.evaluate.batch_size)
-    protocol = config.train.protocol
+    protocol = Protocol.parse(config.train.protocol)
     tables = []
-    if protocol == "holdout":
+    if protocol.kind == "holdout":
         for split in ("val", "test"):
             examples = load_holdout(config.lake.root, config.dataset.name, split)
-            tables.append(evaluate([model], examples, "holdout", split, options))
+            tables.append(evaluate([model], examples, protocol.name, split, options))
     else:
-        # A GTS protocol's training data ends before one window: that window is the model's evaluation.
-        _, window, feedback = protocol.split("_", 2)
-        examples = load_gts(config.lake.root, config.dataset.name, window, feedback)
-        tables.append(evaluate([model], examples, protocol, window, options))
+        # A GTS stage's training data ends before its window: that window is the model's evaluation.
+        examples = load_gts(config.lake.root, config.dataset.name, protocol.window, protocol.feedback)
+        tables.append(evaluate([model], examples, protocol.name, protocol.window, options))
     return pd.concat(tables, ignore_index=True)
 
 
