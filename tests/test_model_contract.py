@@ -26,6 +26,10 @@ SMALL: dict[str, list[str]] = {
     "als": ["model.factors=8", "model.iterations=3"],
     "bpr": ["model.factors=8", "model.iterations=5"],
     "itemknn": ["model.neighbours=10"],
+    **{
+        family: ["model.embedding_dim=16", "model.max_epochs=1", "model.max_len=20", "model.batch_size=32"]
+        for family in ("sasrec", "gsasrec", "bert4rec")
+    },
 }
 
 
@@ -114,7 +118,29 @@ def test_candidate_filters_apply(family, lake, training):
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_runs_through_evaluate_on_a_toy_lake(family, lake, mlflow_dir):
+def test_runs_through_evaluate_on_a_toy_lake(family, lake, training, mlflow_dir, tmp_path):
+    # A saved model goes through `musicrec evaluate` (evaluate.model_uri), whatever trains it.
+    folder = fit(family, training).save(tmp_path / "model")
+    config = family_config(
+        family,
+        f"lake.root={lake}",
+        "dataset.name=toy",
+        f"mlflow.local_dir={mlflow_dir}",
+        "evaluate.protocols=[holdout]",
+        f"evaluate.model_uri={folder}",
+        "evaluate.ks=[5,10]",
+    )
+    import mlflow
+
+    metrics = mlflow.get_run(run_evaluate(config)["mlflow_run"]).data.metrics
+    for task in ("T1", "T2"):
+        assert 0.0 <= metrics[f"all/test/{task}/ndcg_at_10"] <= 1.0
+        assert f"all/test/{task}/recall_at_10" in metrics
+    assert not any("/T3/" in m for m in metrics)  # a track model serves no artist task
+
+
+@pytest.mark.parametrize("family", ["mostpop", "decaypop", "itemknn", "als", "bpr", "ease"])
+def test_scorers_fit_general_and_on_task_in_evaluate(family, lake, mlflow_dir):
     config = family_config(
         family,
         f"lake.root={lake}",
