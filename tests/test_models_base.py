@@ -32,8 +32,11 @@ def tiny(cls):
 def test_save_then_load_gives_identical_scores(family, tmp_path):
     rng = np.random.default_rng(0)
     train = [rng.integers(100, 140, size=n) * 2 for n in rng.integers(1, 30, size=40)]
+    stamps = [np.arange(len(row)) * 3600 for row in train]  # decaypop learns from timestamps
     cls = family_class(family)
-    fitted = fit_model(f"{family}[disc_track]", cls(tiny(cls), seed=3), train, "disc_track", k=3, tasks=("T1",))
+    fitted = fit_model(
+        f"{family}[disc_track]", cls(tiny(cls), seed=3), train, "disc_track", k=3, tasks=("T1",), timestamps=stamps
+    )
     histories = Ragged.from_lists([rng.integers(0, len(fitted.items), size=n) for n in (0, 1, 5)])
     loaded = load_model(fitted.save(tmp_path / family))
     assert (loaded.name, loaded.sequence, loaded.k, loaded.tasks) == (fitted.name, "disc_track", 3, ("T1",))

@@ -142,7 +142,7 @@ _REGISTRY: tuple[Verb, ...] = (
         check="musicrec.bench.run:check_bench",
         experiment="benchmarks",
         flags=(
-            Flag("name", ("bench.name",), "which benchmark (sets bench.name)", ("generate", "preprocess", "evaluate", "train")),
+            Flag("name", ("bench.name",), "which benchmark (sets bench.name)", ("generate", "preprocess", "evaluate", "train", "als")),
             Flag("--sizes", ("bench.sizes",), "comma-separated sizes (benchmark-specific; sets bench.sizes)"),
         ),
     ),
@@ -155,7 +155,7 @@ _REGISTRY: tuple[Verb, ...] = (
     Verb(
         "train",
         "train a model (model.family) on the lake's training sequences; sequential families on Ray Train",
-        "musicrec.train.sequential:run_sequential_train",
+        "musicrec.train.job:run_train",
         reads=("sequences", "holdout_examples"),
     ),
     Verb("tune", "Ray Tune sweeps"),

@@ -20,7 +20,7 @@ import mlflow
 from musicrec.config import Config
 from musicrec.errors import ConfigError, InputError
 
-DEFAULT_SIZES = {"generate": "yambda-50m", "preprocess": "1M,10M", "evaluate": "10000", "train": "160k"}
+DEFAULT_SIZES = {"generate": "yambda-50m", "preprocess": "1M,10M", "evaluate": "10000", "train": "160k", "als": ""}
 
 
 def _count(text: str) -> int:
@@ -76,9 +76,16 @@ def _train(size: str, workdir: Path, config: Config) -> dict[str, Any]:
     return bench_train(config, workdir, n_items=_count(size))
 
 
-RUNNERS = {"generate": _generate, "preprocess": _preprocess, "evaluate": _evaluate, "train": _train}
-# Benchmarks that also take the config (the model they train).
-CONFIGURED = {"train"}
+def _als(size: str, workdir: Path, config: Config) -> dict[str, Any]:
+    from musicrec.bench.als import bench_als
+
+    # Size: a preprocessed dataset under lake.root (e.g. synthetic-medium, yambda-50m).
+    return bench_als(config, size)
+
+
+RUNNERS = {"generate": _generate, "preprocess": _preprocess, "evaluate": _evaluate, "train": _train, "als": _als}
+# Benchmarks that also take the config (the model they train, the lake they read).
+CONFIGURED = {"train", "als"}
 
 
 def check_bench(config: Config) -> None:
@@ -91,7 +98,7 @@ def run_bench(config: Config) -> dict[str, Any]:
     name = config.bench.name
     assert name is not None  # check_bench ran
     results: dict[str, Any] = {}
-    for size in (config.bench.sizes or DEFAULT_SIZES[name]).split(","):
+    for size in (config.bench.sizes or DEFAULT_SIZES[name] or config.dataset.name).split(","):
         workdir = Path(tempfile.mkdtemp(prefix=f"musicrec-bench-{name}-"))
         try:
             with mlflow.start_run(run_name=f"{name} {size}", nested=True):

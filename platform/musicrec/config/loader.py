@@ -113,7 +113,7 @@ def load_config(
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_describe(e, sources)) from None
+        raise ConfigError(_describe(e, sources, data)) from None
 
 
 def _problems(lines: list[str]) -> str:
@@ -123,10 +123,22 @@ def _problems(lines: list[str]) -> str:
     return f"invalid config ({len(lines)} problems):" + "".join(f"\n  {line}" for line in lines)
 
 
-def _describe(error: ValidationError, sources: dict[str, str]) -> str:
+def _user_loc(loc: tuple, data: dict) -> list[str]:
+    """The key path as the user wrote it: a discriminated union (``model``) puts the chosen tag
+    (``als``) into the error location, which is not a key of the file."""
+    out, node = [], data
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("family") == part:
+            continue
+        out.append(str(part))
+        node = node.get(part) if isinstance(node, dict) else None
+    return out
+
+
+def _describe(error: ValidationError, sources: dict[str, str], data: dict) -> str:
     lines = []
     for err in error.errors():
-        key = ".".join(str(p) for p in err["loc"])
+        key = ".".join(_user_loc(err["loc"], data))
         if err["type"] == "extra_forbidden":
             what = "unknown key"
         elif err["type"] == "missing":

@@ -1,16 +1,82 @@
-"""Typed settings of the model families, one pydantic class per family keyed on ``family``.
+"""One typed config per model family, chosen by ``model.family`` (a pydantic discriminated union).
 
-Pydantic only (no torch): the config loader validates a ``model:`` section without importing
-any model library. Defaults of the sequential families are paper 000's gSASRec (Table 2).
+Pydantic only (no torch, no implicit), so that loading a config stays fast. Defaults of the
+sequential families are paper 000's gSASRec (Table 2). Each family class in
+``musicrec.models`` sets its ``Config`` to its class here. A new family is one class below and one
+entry in ``ModelConfig``; keys of one family are unknown keys for another.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, model_validator
 
-from musicrec.config.schema import Section
+from musicrec.config.section import Section
+
+
+class FamilyConfig(Section):
+    family: str
+
+
+class MostPopConfig(FamilyConfig):
+    family: Literal["mostpop"] = "mostpop"
+
+
+class TransitionConfig(FamilyConfig):
+    family: Literal["transition"] = "transition"
+
+
+class DecayPopConfig(FamilyConfig):
+    """Σ tau^((t_max − t) / decay_hours) per item over the training events (models.md)."""
+
+    family: Literal["decaypop"] = "decaypop"
+    decay_hours: float = Field(24.0, gt=0.0)
+    tau: float = Field(0.9, gt=0.0, le=1.0)
+
+
+class ItemKNNConfig(FamilyConfig):
+    """Cosine item–item similarity, top ``neighbours`` per item; a history item ``d`` positions
+    before the last one weighs ``recency ** d`` (1.0: every position alike)."""
+
+    family: Literal["itemknn"] = "itemknn"
+    neighbours: int = Field(100, ge=1)
+    recency: float = Field(0.9, gt=0.0, le=1.0)
+
+
+class ALSConfig(FamilyConfig):
+    """implicit's ALS (Hu, Koren, Volinsky); defaults are paper 000's (§4.2)."""
+
+    family: Literal["als"] = "als"
+    factors: int = Field(20, ge=1)
+    iterations: int = Field(15, ge=1)
+    regularization: float = Field(0.1, ge=0.0)
+    alpha: float = Field(1.0, gt=0.0)
+    # binary: whether the item appears in the user's training sequence (paper 000); counts: how often.
+    values: Literal["binary", "counts"] = "binary"
+    use_cg: bool = True
+    num_threads: int = Field(0, ge=0)  # 0: every core
+
+
+class BPRConfig(FamilyConfig):
+    """implicit's BPR (binary matrix: implicit ignores the values)."""
+
+    family: Literal["bpr"] = "bpr"
+    factors: int = Field(64, ge=1)
+    iterations: int = Field(100, ge=1)
+    learning_rate: float = Field(0.01, gt=0.0)
+    regularization: float = Field(0.01, ge=0.0)
+    verify_negative_samples: bool = True
+    # implicit's BPR is Hogwild SGD: with more than one thread a refit is not bit-for-bit repeatable.
+    num_threads: int = Field(1, ge=0)
+
+
+class EASEConfig(FamilyConfig):
+    """EASE's closed form (Steck 2019): a dense item × item matrix, so catalogues up to ``max_items``."""
+
+    family: Literal["ease"] = "ease"
+    l2: float = Field(500.0, gt=0.0)
+    max_items: int = Field(10_000, ge=1)
 
 
 class SequentialConfig(Section):
@@ -67,3 +133,22 @@ class BERT4RecConfig(SequentialConfig):
     # full: softmax over the whole catalogue; sampled: over the positive and ``negatives`` uniform items.
     softmax: Literal["full", "sampled"] = "sampled"
     negatives: int = Field(256, ge=1)
+
+
+ModelConfig = Annotated[
+    MostPopConfig
+    | TransitionConfig
+    | DecayPopConfig
+    | ItemKNNConfig
+    | ALSConfig
+    | BPRConfig
+    | EASEConfig
+    | SASRecConfig
+    | GSASRecConfig
+    | BERT4RecConfig,
+    Field(discriminator="family"),
+]
+
+# Families that train as one Ray task (not data-parallel); the others train under Ray Train.
+ClassicFamily = Literal["mostpop", "transition", "decaypop", "itemknn", "als", "bpr", "ease"]
+CLASSIC_FAMILIES: tuple[str, ...] = get_args(ClassicFamily)

@@ -9,13 +9,11 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from musicrec.contract import FEEDBACKS, PROTOCOL_KINDS, Feedback, ProtocolKind, Window
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+from musicrec.config.models import ClassicFamily, GSASRecConfig, ModelConfig
+from musicrec.config.section import Section
+from musicrec.contract import FEEDBACKS, PROTOCOL_KINDS, Feedback, Protocol, ProtocolKind, Window, parse_name
 
 
 # Checked here, not by the JVM: a bad value must fail before any work, as one line, not as a Java trace.
@@ -162,7 +160,10 @@ class SessionsConfig(Section):
 class EvaluateConfig(Section):
     protocols: list[ProtocolKind] = Field(default_factory=lambda: list(PROTOCOL_KINDS), min_length=1)
     split: Window = "test"  # holdout split and GTS window evaluated
-    scorers: list[Literal["mostpop", "transition"]] = Field(default_factory=lambda: ["mostpop", "transition"])
+    # Families fitted with their default config on every training sequence (general vs on task)...
+    scorers: list[ClassicFamily] = Field(default_factory=lambda: ["mostpop", "transition"])
+    # ... or one trained model instead: an MLflow run id, a runs:/ or models:/ URI, or a saved-model folder.
+    model_uri: str = ""
     ks: list[int] = Field(default_factory=lambda: [10, 100], min_length=1)
     batch_size: int = Field(1024, ge=1)
     shuffle: bool = False
@@ -191,45 +192,20 @@ class ScoreConfig(Section):
 class BenchConfig(Section):
     """The ``bench`` verb: which benchmark, at which sizes (empty: the benchmark's defaults)."""
 
-    name: Literal["generate", "preprocess", "evaluate", "train"] | None = None  # required by the verb
+    name: Literal["generate", "preprocess", "evaluate", "train", "als"] | None = None  # required by the verb
     sizes: str = ""
-
-
-class ModelConfig(Section):
-    """Hyper-parameters of one model; defaults are paper 000's gSASRec (Table 2)."""
-
-    family: Literal["mostpop", "decaypop", "transition", "itemknn", "als", "bpr", "sasrec", "gsasrec", "bert4rec"] = (
-        "gsasrec"
-    )
-    embedding_dim: int = Field(128, ge=1)
-    num_blocks: int = Field(2, ge=1)
-    num_heads: int = Field(1, ge=1)
-    ffn_dim: int = Field(128, ge=1)
-    dropout: float = Field(0.09496, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.35520, ge=0.0)
-    learning_rate: float = Field(0.0031805, gt=0.0)
-    batch_size: int = Field(512, ge=1)
-    max_epochs: int = Field(100, ge=1)
-    negatives: int = Field(25, ge=1)
-    gbce_alpha: float | None = Field(0.17113, gt=0.0, le=1.0)
-    gbce_t: float = Field(0.55591, ge=0.0, le=1.0)
-    max_len: int = Field(200, ge=1)
-    # implicit MF
-    factors: int = Field(64, ge=1)
-    iterations: int = Field(15, ge=1)
-    regularization: float = Field(0.1, ge=0.0)
-    decay_hours: float = Field(24.0, gt=0.0)
-    neighbours: int = Field(100, ge=1)
 
 
 class TrainConfig(Section):
     """What ``musicrec train`` fits the configured ``model`` on, and how (Ray Train for the sequential families)."""
 
-    protocol: str = Field("holdout", pattern=r"^(holdout|gts_(val|test)_(listen_plus|like))$")
-    sequence: str = Field("lh_track", pattern=r"^(lh|disc|fam)_(track|artist)$")
+    protocol: str = "holdout"  # holdout or gts_<window>_<feedback>: the `sequences` protocol trained on
+    sequence: str = "lh_track"
     k: int = Field(1, ge=1)
     # Version of `sequences` to read; None: the latest when the run starts (logged either way).
     sequences_version: int | None = Field(None, ge=0)
+    num_cpus: int = Field(1, ge=1)  # CPUs the Ray task of a classic family reserves (implicit: model.num_threads)
+    output_dir: str = ""  # also keep the saved model folder here (it is always an MLflow artifact)
     # Task whose holdout validation users drive early stopping; None: the sequence's own task
     # (lh/disc: T1 or T3, fam: T2 or T4).
     task: Literal["T1", "T2", "T3", "T4"] | None = None
@@ -251,6 +227,17 @@ class TrainConfig(Section):
     # Test hook: worker rank 0 raises once at this global step (the fault-tolerance test).
     fail_at_step: int | None = Field(None, ge=1)
 
+    @field_validator("protocol")
+    @classmethod
+    def _protocol(cls, value: str) -> str:
+        return Protocol.parse(value).name
+
+    @field_validator("sequence")
+    @classmethod
+    def _sequence(cls, value: str) -> str:
+        parse_name(value)
+        return value
+
 
 class Config(Section):
     runtime: RuntimeConfig = RuntimeConfig()
@@ -269,5 +256,5 @@ class Config(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     score: ScoreConfig = ScoreConfig()
     bench: BenchConfig = BenchConfig()
-    model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    model: ModelConfig = GSASRecConfig()

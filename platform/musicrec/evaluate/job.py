@@ -1,4 +1,4 @@
-"""The ``evaluate`` and ``score`` verbs: simple scorers on every task and protocol, logged to MLflow.
+"""The ``evaluate`` and ``score`` verbs: scorers or a trained model on every task and protocol, logged to MLflow.
 
 Each scorer is fitted twice per task: as a *general* model on the domain's listening history
 (``lh_track`` / ``lh_artist``, evaluated with the task's post-hoc candidate filter) and *on task*
@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,8 @@ from musicrec.contract import DOMAINS, HOLDOUT, TASKS, Protocol, sequence_name
 from musicrec.errors import ConfigError, InputError
 from musicrec.evaluate.external import score_predictions
 from musicrec.evaluate.protocols import EvalOptions, evaluate, format_results, log_results
-from musicrec.lake.readers import load_gts, load_holdout, train_sequences
-from musicrec.models import family_class, fit_model
+from musicrec.lake.readers import load_gts, load_holdout, read_training_sequences
+from musicrec.models import FittedModel, Model, family_class, fit_model, load_model
 from musicrec.tracking.runs import table_versions
 
 log = logging.getLogger(__name__)
@@ -80,6 +83,47 @@ def _plot(df: pd.DataFrame, k: int):
     return fig
 
 
+def load_trained(uri: str) -> FittedModel:
+    """A model saved by ``musicrec train``: a saved-model folder, an MLflow run id (its ``model``
+    artifact), or any MLflow artifact URI (``runs:/<id>/model``, ``models:/...``)."""
+    try:
+        if Path(uri).is_dir():
+            return load_model(uri)
+        artifact_uri = f"runs:/{uri}/model" if re.fullmatch(r"[0-9a-f]{32}", uri) else uri
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=artifact_uri, dst_path=tempfile.mkdtemp(prefix="musicrec-model-")
+        )
+        return load_model(local)
+    except Exception as e:  # noqa: BLE001 - MLflow raises several types for a wrong id or URI
+        raise InputError(f"evaluate.model_uri={uri!r}: no saved model there ({type(e).__name__}: {e})") from None
+
+
+def _scorer(config: Config, family: str) -> Model:
+    """A built-in scorer: the configured ``model`` when it is of that family (a preset), else the defaults."""
+    return family_class(family)(config.model if config.model.family == family else None, seed=config.seed)
+
+
+def _models(config: Config, proto: Protocol) -> Iterator[FittedModel]:
+    """The models evaluated on one protocol: the trained model of ``evaluate.model_uri``, or every
+    scorer fitted on every training sequence of the protocol (each read once, shared by the scorers)."""
+    if config.evaluate.model_uri:
+        yield load_trained(config.evaluate.model_uri)
+        return
+    for sequence, all_tasks in TRAINING:
+        # next_track / next_artist exist only in the GTS protocol.
+        tasks = tuple(t for t in all_tasks if t in proto.tasks)
+        train = read_training_sequences(config.lake.root, config.dataset.name, proto.name, sequence, 1)
+        for family in config.evaluate.scorers:
+            yield fit_model(
+                f"{family}[{sequence}]",
+                _scorer(config, family),
+                train.items,
+                sequence=sequence,
+                tasks=tasks,
+                timestamps=train.timestamps,
+            )
+
+
 def run_evaluate(config: Config) -> dict[str, Any]:
     options = EvalOptions(
         ks=tuple(config.evaluate.ks),
@@ -93,38 +137,33 @@ def run_evaluate(config: Config) -> dict[str, Any]:
     split = config.evaluate.split
     tables = []
     versions = table_versions(config, READS)
+    if config.evaluate.model_uri:
+        mlflow.log_param("model_uri", config.evaluate.model_uri)
     for proto in _protocols(config):
         protocol, label = proto.name, proto.feedback or proto.name
-        # Examples and training sequences are read once per protocol / sequence and shared
-        # by every scorer.
+        # Examples are read once per protocol and shared by every model.
         if proto.kind == "holdout":
             examples = load_holdout(config.lake.root, config.dataset.name, split)
         else:
             examples = load_gts(config.lake.root, config.dataset.name, split, label)
-        for sequence, all_tasks in TRAINING:
-            # next_track / next_artist exist only in the GTS protocol.
-            tasks = tuple(t for t in all_tasks if t in proto.tasks)
-            train = train_sequences(config.lake.root, config.dataset.name, protocol, sequence, 1)
-            for scorer_name in config.evaluate.scorers:
-                scorer = family_class(scorer_name)(seed=config.seed)
-                model = fit_model(f"{scorer_name}[{sequence}]", scorer, train, sequence=sequence, tasks=tasks)
-                log.info("evaluating %s on %s (%s)", model.name, label, ", ".join(tasks))
-                df = evaluate([model], examples, protocol, split, options)
-                with mlflow.start_run(run_name=f"{model.name} {label}", nested=True):
-                    mlflow.log_params(
-                        {
-                            "family": scorer_name,
-                            "training_sequence": sequence,
-                            "k": 1,
-                            "protocol": protocol,
-                            "tasks": ",".join(tasks),
-                            **{f"table_version.{n}": v for n, v in versions.items()},
-                        }
-                    )
-                    if len(df):
-                        log_results(df)
+        for model in _models(config, proto):
+            log.info("evaluating %s on %s", model.name, label)
+            df = evaluate([model], examples, protocol, split, options)
+            with mlflow.start_run(run_name=f"{model.name} {label}", nested=True):
+                mlflow.log_params(
+                    {
+                        "family": model.model.family,
+                        "training_sequence": model.sequence,
+                        "k": model.k,
+                        "protocol": protocol,
+                        "tasks": ",".join(t for t in model.tasks or () if t in proto.tasks),
+                        **{f"table_version.{n}": v for n, v in versions.items()},
+                    }
+                )
                 if len(df):
-                    tables.append(df)
+                    log_results(df)
+            if len(df):
+                tables.append(df)
     if not tables:
         raise InputError(
             f"no evaluation examples in {config.lake.root}/{config.dataset.name} for split "

@@ -9,8 +9,8 @@ partition values come from the log (whichever engine wrote the files):
 - :func:`read_arrow` / :func:`load_table`: one version of a table as an Arrow table, partition
   filters pushed down by delta-rs;
 - :func:`holdout_examples`, :func:`gts_examples`, :func:`load_holdout`, :func:`load_gts`,
-  :func:`train_sequences`: the evaluation examples and training sequences, typed
-  (:class:`TaskExamples`, raw item ids);
+  :func:`train_sequences`, :func:`read_training_sequences`: the evaluation examples and training
+  sequences, typed (:class:`TaskExamples`, :class:`TrainingSequences`, raw item ids);
 - :func:`sequences_dataset`: ``sequences`` rows as a Ray Dataset, with ``ray.data.read_delta``
   (Ray 2.60 builds it from delta-rs's ``to_pyarrow_dataset``, so the active files and the
   typed partition columns come from the log), filtered to a protocol, name, k and split.
@@ -193,12 +193,48 @@ def sequences_filters(protocol: str, name: str, k: int, split: str | None) -> Fi
     return filters + ([("split", "=", split)] if split is not None else [])
 
 
+@dataclass(frozen=True)
+class TrainingSequences:
+    """One (protocol, name, k) of ``sequences``, train split: one row per user (ascending uid),
+    raw item ids, timestamps aligned with the items, and the table version they were read from."""
+
+    uids: np.ndarray
+    items: Ragged
+    timestamps: Ragged
+    version: int
+
+
+def sequences_version(lake_root: str, dataset: str) -> int:
+    """The latest version of ``sequences`` (a training run pins it before reading)."""
+    return table_version(_existing(lake_root, dataset, "sequences"))
+
+
+def read_training_sequences(
+    lake_root: str,
+    dataset: str,
+    protocol: str = HOLDOUT.name,
+    name: str = "lh_track",
+    k: int = 1,
+    version: int | None = None,
+) -> TrainingSequences:
+    """Training sequences of ``protocol`` at ``version`` (None: the latest): the holdout's train
+    users, or every GTS user."""
+    path = _existing(lake_root, dataset, "sequences")
+    version = table_version(path) if version is None else version
+    table = read_arrow(
+        path, version=version, columns=["uid", "items", "timestamps"], filters=sequences_filters(protocol, name, k, "train")
+    ).sort_by("uid")
+    items, timestamps = Ragged.from_arrow(table["items"]), Ragged.from_arrow(table["timestamps"])
+    if not np.array_equal(items.offsets, timestamps.offsets):
+        raise ValueError(f"sequences ({protocol}, {name}, k={k}): items and timestamps differ in length")
+    return TrainingSequences(table["uid"].to_numpy().astype(np.int64), items, timestamps, version)
+
+
 def train_sequences(
     lake_root: str, dataset: str, protocol: str = HOLDOUT.name, name: str = "lh_track", k: int = 1
 ) -> list[np.ndarray]:
     """Training sequences (raw ids, by uid) of ``protocol``: holdout train users, or every GTS user."""
-    table = load_table(lake_root, dataset, "sequences", sequences_filters(protocol, name, k, "train"))
-    return Ragged.from_arrow(table.sort_by("uid")["items"]).to_lists()
+    return read_training_sequences(lake_root, dataset, protocol, name, k).items.to_lists()
 
 
 def sequences_dataset(

@@ -16,6 +16,11 @@ from musicrec.models.items import ItemIndex, rows_by_key
 FAMILIES: dict[str, str] = {
     "mostpop": "musicrec.models.mostpop:MostPop",
     "transition": "musicrec.models.transition:Transition",
+    "decaypop": "musicrec.models.decaypop:DecayPop",
+    "itemknn": "musicrec.models.itemknn:ItemKNN",
+    "als": "musicrec.models.als:ALS",
+    "bpr": "musicrec.models.bpr:BPR",
+    "ease": "musicrec.models.ease:EASE",
     "sasrec": "musicrec.models.sequential:SASRec",
     "gsasrec": "musicrec.models.sequential:GSASRec",
     "bert4rec": "musicrec.models.sequential:BERT4Rec",

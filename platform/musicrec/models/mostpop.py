@@ -6,11 +6,13 @@ import numpy as np
 import torch
 
 from musicrec.arrays import Ragged
+from musicrec.config.models import MostPopConfig
 from musicrec.models.base import Model, TrainingData
 
 
 class MostPop(Model):
     family = "mostpop"
+    Config = MostPopConfig
     counts: torch.Tensor
 
     def fit(self, data: TrainingData) -> MostPop:
