@@ -15,7 +15,6 @@ from musicrec.config.models import ClassicFamily, GSASRecConfig, ModelConfig
 from musicrec.config.section import Section
 from musicrec.contract import FEEDBACKS, PROTOCOL_KINDS, Feedback, Protocol, ProtocolKind, Window, parse_name
 
-
 # Checked here, not by the JVM: a bad value must fail before any work, as one line, not as a Java trace.
 _SPARK_MASTER = re.compile(r"local(\[(\*|[1-9]\d*)(,[1-9]\d*)?\])?|spark://[^\s/]+|yarn|k8s://\S+")
 _JVM_MEMORY = re.compile(r"[1-9]\d*([kmgt]b?)?", re.IGNORECASE)
