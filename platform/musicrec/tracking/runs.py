@@ -75,8 +75,12 @@ def table_versions(config: Config, tables: Iterable[str]) -> dict[str, int]:
 
 def log_config(config: Config, verb: str) -> None:
     """The resolved config (artifact and flat params) and where the code came from, on the active run."""
-    mlflow.log_text(to_yaml(config), "config.yaml")
     mlflow.log_params(config_params(config))
+    _log_origin(config, verb)
+
+
+def _log_origin(config: Config, verb: str) -> None:
+    mlflow.log_text(to_yaml(config), "config.yaml")
     mlflow.set_tags(
         {
             "verb": verb,
@@ -86,6 +90,15 @@ def log_config(config: Config, verb: str) -> None:
             "seed": str(config.seed),
         }
     )
+
+
+def log_lineage(config: Config, tables: Iterable[str], verb: str = "train") -> dict[str, int]:
+    """The lineage of a run that a verb opens inside its own (a training run): the config artifact, commit and
+    config hash, and the Delta tables read, so the model's run leads back to its data on its own."""
+    versions = table_versions(config, tables)
+    _log_origin(config, verb)
+    log_tables(config, versions, READ)
+    return versions
 
 
 def log_tables(config: Config, versions: dict[str, int], context: str) -> None:
