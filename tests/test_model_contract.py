@@ -15,10 +15,10 @@ import yaml
 
 from musicrec.arrays import Ragged
 from musicrec.config import load_config
-from musicrec.evaluate.job import run_evaluate
 from musicrec.evaluate.protocols import _metric_name, rank_task
 from musicrec.lake.readers import load_holdout, read_training_sequences
 from musicrec.models import FAMILIES, family_class, fit_model, load_model
+from musicrec.runner import run_verb
 from toy_lake import write_toy_lake
 
 # Small settings so the suite stays fast; any family not listed runs with its defaults.
@@ -132,7 +132,7 @@ def test_runs_through_evaluate_on_a_toy_lake(family, lake, training, mlflow_dir,
     )
     import mlflow
 
-    metrics = mlflow.get_run(run_evaluate(config)["mlflow_run"]).data.metrics
+    metrics = mlflow.get_run(run_verb("evaluate", config)["mlflow_run"]).data.metrics
     for task in ("T1", "T2"):
         assert 0.0 <= metrics[f"all/test/{task}/ndcg_at_10"] <= 1.0
         assert f"all/test/{task}/recall_at_10" in metrics
@@ -150,7 +150,7 @@ def test_scorers_fit_general_and_on_task_in_evaluate(family, lake, mlflow_dir):
         f"evaluate.scorers=[{family}]",
         "evaluate.ks=[5,10]",
     )
-    summary = run_evaluate(config)
+    summary = run_verb("evaluate", config)
     import mlflow
 
     run = mlflow.get_run(summary["mlflow_run"])

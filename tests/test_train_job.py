@@ -23,9 +23,9 @@ import torch
 from musicrec.arrays import Ragged
 from musicrec.cli import main
 from musicrec.config import load_config
-from musicrec.evaluate.job import run_evaluate
 from musicrec.evaluate.protocols import _metric_name
 from musicrec.models import load_model
+from musicrec.runner import run_verb
 from musicrec.train.classic import fit_from_lake
 from musicrec.train.job import run_train
 from toy_lake import write_toy_lake
@@ -75,7 +75,8 @@ def test_train_logs_config_lineage_metrics_and_the_model_which_evaluate_reproduc
     assert np.array_equal(load_model(tmp_path / "out").model.item_embeddings(), direct.model.item_embeddings())
 
     # `musicrec evaluate` of the trained model (by run id) gives the train run's test metrics.
-    evaluated = run_evaluate(
+    evaluated = run_verb(
+        "evaluate",
         load_config(overrides=settings(lake, tmp_path / "mlflow", "evaluate.protocols=[holdout]", f"evaluate.model_uri={run.info.run_id}"))
     )
     again = mlflow.get_run(evaluated["mlflow_run"]).data.metrics

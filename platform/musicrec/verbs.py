@@ -111,7 +111,7 @@ _REGISTRY: tuple[Verb, ...] = (
         "evaluate",
         "evaluate the simple scorers on every task and protocol",
         "musicrec.evaluate.job:run_evaluate",
-        reads=("sequences", "holdout_examples", "gts_examples"),
+        reads=lambda config: ("sequences", *(f"{kind}_examples" for kind in config.evaluate.protocols)),
     ),
     Verb(
         "pipeline",
