@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Schema
 from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, create_table_with_add_actions
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import StructType
@@ -234,17 +235,20 @@ def _write_native(df: DataFrame, staged: Staged) -> Staged:
     path, base = staged.path, staged.read_version
     if current_version(path) != base:
         raise _conflict(path, base)
+    # Delta skips recording a write that adds and removes nothing (an empty table overwritten
+    # by no rows); every job's write must still be a version of its own, for the snapshot.
+    df.sparkSession.conf.set("spark.databricks.delta.skipRecordingEmptyCommits", "false")
     writer = df.write.format("delta").mode(staged.mode).partitionBy(*staged.partition_by)
     if staged.replace_where:
         writer = writer.option("replaceWhere", " AND ".join(f"{k} = '{v}'" for k, v in staged.replace_where))
     elif staged.mode == "overwrite":
         writer = writer.option("overwriteSchema", "true")
     if staged.metadata:
-        writer = writer.option("userMetadata", json.dumps(dict(staged.metadata), sort_keys=True))
+        writer = writer.option("userMetadata", provenance.commit_metadata(dict(staged.metadata))["userMetadata"])
     try:
         writer.save(path)
-    except Exception as e:  # noqa: BLE001 - Delta's ConcurrentModificationException arrives wrapped by Py4J
-        if "Concurrent" in type(e).__name__ or "ConcurrentModification" in str(e)[:2000]:
+    except Py4JJavaError as e:
+        if _is_concurrent_modification(df.sparkSession, e):
             raise _conflict(path, base) from e
         raise
     version = DeltaTable(path).version()
@@ -254,6 +258,21 @@ def _write_native(df: DataFrame, staged: Staged) -> Staged:
     rows = int(entry.get("operationMetrics", {}).get("numOutputRows", 0))
     log.info("wrote %s rows to %s as version %d (spark_delta, unpublished)", rows, path, version)
     return replace(staged, rows=rows, version=version)
+
+
+def _is_concurrent_modification(spark: SparkSession, error: Py4JJavaError) -> bool:
+    """Whether Delta refused a commit because another writer committed first: any subclass of
+    its ``DeltaConcurrentModificationException`` (``ProtocolChangedException`` when two writers
+    create one table, ``ConcurrentAppendException``, ...), anywhere in the cause chain."""
+    base = spark._jvm.org.apache.spark.util.Utils.classForName(  # type: ignore[union-attr]
+        "io.delta.exceptions.DeltaConcurrentModificationException", True, False
+    )
+    cause = error.java_exception
+    while cause is not None:
+        if base.isInstance(cause):
+            return True
+        cause = cause.getCause()
+    return False
 
 
 def commit(staged: Staged) -> int:
@@ -268,7 +287,7 @@ def commit(staged: Staged) -> int:
     schema = Schema.from_arrow(staged.arrow_schema)
     adds = list(staged.adds)
     partition_by = list(staged.partition_by) or None
-    props = CommitProperties(custom_metadata=dict(staged.metadata) or None, max_commit_retries=0)
+    props = CommitProperties(custom_metadata=provenance.commit_metadata(dict(staged.metadata)), max_commit_retries=0)
     try:
         if staged.read_version == _ABSENT:
             create_table_with_add_actions(

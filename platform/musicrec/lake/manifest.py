@@ -30,6 +30,8 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
+from musicrec.lake import provenance
+
 MANIFEST = "_snapshots"
 SCHEMA = pa.schema(
     [
@@ -106,7 +108,7 @@ def publish(
         ],
         schema=SCHEMA,
     )
-    props = CommitProperties(custom_metadata={"job": job, "run_id": run_id}, max_commit_retries=0)
+    props = CommitProperties(custom_metadata=provenance.commit_metadata({"job": job, "run_id": run_id}), max_commit_retries=0)
     try:
         if read_version is None:
             write_deltalake(path, data, mode="error", commit_properties=props)

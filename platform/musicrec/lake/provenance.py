@@ -1,8 +1,8 @@
 """Who wrote a table version: every Delta commit carries the MLflow run and config that made it.
 
 The verb runner opens :func:`recording` around a verb; every commit staged inside it records the
-metadata (``lake.delta.stage``): Spark's Delta writer as the JSON ``userMetadata``, delta-rs as
-commit keys. :func:`written_by` reads either back without Spark.
+metadata (``lake.delta.stage``) as the commit's ``userMetadata``, a JSON string, on both write
+paths. :func:`written_by` reads it back without Spark.
 """
 
 from __future__ import annotations
@@ -32,18 +32,19 @@ def current() -> dict[str, str]:
     return dict(_CURRENT.get())
 
 
-def written_by(path: str, version: int) -> dict[str, str]:
-    """The metadata recorded by the commit that made ``version`` of the table at ``path`` ({} if none).
+def commit_metadata(metadata: dict[str, str]) -> dict[str, str] | None:
+    """``metadata`` as a commit's ``userMetadata`` (delta-rs ``custom_metadata`` / Spark's option).
 
-    Spark's Delta writer keeps it as the JSON ``userMetadata``; delta-rs as top-level commit keys.
+    Not as top-level commit keys: Spark's Delta reader parses the commit info into a fixed
+    struct, and a key such as ``job`` (a struct there) makes every Spark read of the table fail.
     """
+    return {"userMetadata": json.dumps(metadata, sort_keys=True)} if metadata else None
+
+
+def written_by(path: str, version: int) -> dict[str, str]:
+    """The metadata recorded by the commit that made ``version`` of the table at ``path`` ({} if none)."""
     for entry in DeltaTable(path).history():
         if entry.get("version") == version:
             raw = entry.get("userMetadata")
-            if raw:
-                return json.loads(raw)
-            return {k: v for k, v in entry.items() if isinstance(v, str) and k not in _DELTA_KEYS}
+            return json.loads(raw) if raw else {}
     raise ValueError(f"{path} has no version {version} in its history")
-
-
-_DELTA_KEYS = {"operation", "engineInfo", "clientVersion", "isolationLevel", "userId", "userName"}
