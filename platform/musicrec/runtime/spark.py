@@ -52,7 +52,13 @@ def get_spark(config: Config, app_name: str = "musicrec") -> SparkSession:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if not submitted:
         builder = builder.master(spark_cfg.master).config("spark.driver.memory", spark_cfg.driver_memory)
-    settings = {**_LOCAL_DEFAULTS, "spark.sql.shuffle.partitions": str(spark_cfg.shuffle_partitions)}
+    settings = {
+        **_LOCAL_DEFAULTS,
+        "spark.sql.shuffle.partitions": str(spark_cfg.shuffle_partitions),
+        # Delta's VACUUM lists a table's folders in this many tasks (default 10,000: minutes of
+        # empty tasks on a small machine); the shuffle width is the configured parallelism.
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(spark_cfg.shuffle_partitions),
+    }
     if config.runtime.profile == "cluster":
         # On a cluster the driver must be reachable by executors; only the local profile pins loopback.
         settings.pop("spark.driver.host")
