@@ -89,7 +89,7 @@ def test_train_errors_are_one_line(lake, tmp_path, capsys):
     code = main(["train", *settings(lake, tmp_path / "mlflow", "model.family=ease", "model.max_items=10")])
     err = capsys.readouterr().err
     assert code == 1 and "above model.max_items=10" in err and "Traceback" not in err
-    code = main(["evaluate", *settings(lake, tmp_path / "mlflow", f"evaluate.model_uri={tmp_path / 'nothing'}")])
+    code = main(["evaluate", *settings(lake, tmp_path / "mlflow", "evaluate.protocols=[holdout]", f"evaluate.model_uri={tmp_path / 'nothing'}")])
     err = capsys.readouterr().err
     assert code == 1 and "evaluate.model_uri" in err and "Traceback" not in err
 

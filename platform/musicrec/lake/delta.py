@@ -311,9 +311,15 @@ def commit(staged: Staged) -> int:
 
 
 def discard(staged: Staged) -> None:
-    """Delete the files of a write that will not be committed (delta-rs path)."""
-    if staged.stage_dir is not None and staged.version is None:
-        fs, root = _fs(staged.stage_dir)
+    """Undo a write that will not be published: delete the delta-rs path's staged files; on the
+    native path, delete a table this write created (its only version is this job's). A native
+    write on an existing table stays an unpublished version, which the next job rolls back."""
+    if staged.version is None:
+        if staged.stage_dir is not None:
+            fs, root = _fs(staged.stage_dir)
+            fs.delete_dir(root)
+    elif staged.read_version == _ABSENT and current_version(staged.path) == staged.version:
+        fs, root = _fs(staged.path)
         fs.delete_dir(root)
 
 

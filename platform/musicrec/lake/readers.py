@@ -30,7 +30,7 @@ from deltalake import DeltaTable
 
 from musicrec.arrays import Ragged
 from musicrec.contract import GTS_TASKS, HOLDOUT, HOLDOUT_TASKS, Protocol, task
-from musicrec.lake.manifest import pinned_version
+from musicrec.lake.manifest import manifest_version, pinned_version
 from musicrec.lake.tables import table_path
 from musicrec.models.items import rows_by_key
 
@@ -46,7 +46,13 @@ def _abs(path: str) -> str:
 
 
 def table_exists(path: str) -> bool:
-    return DeltaTable.is_deltatable(_abs(path))
+    """Whether readers see a table at ``path``: one a job published, or, in a dataset no job
+    has published to (a table from another tool), any Delta table. A table that only a failed
+    job's unpublished commits made does not exist for them."""
+    path = _abs(path)
+    if not DeltaTable.is_deltatable(path):
+        return False
+    return pinned_version(path) is not None or manifest_version(os.path.dirname(path.rstrip("/"))) is None
 
 
 def table_version(path: str) -> int:

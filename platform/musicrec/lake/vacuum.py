@@ -33,7 +33,7 @@ def run_vacuum(config: Config, spark: SparkSession | None = None) -> dict[str, A
     removed: dict[str, int] = {}
     for table in TABLES:
         path = delta._abs(table_path(config.lake.root, config.dataset.name, table))
-        if not delta.table_exists(path):
+        if not DeltaTable.is_deltatable(path):
             continue
         current = delta.current_version(path)
         pinned = pins.get(table, current)

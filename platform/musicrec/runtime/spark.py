@@ -63,8 +63,8 @@ def get_spark(config: Config, app_name: str = "musicrec") -> SparkSession:
         # On a cluster the driver must be reachable by executors; only the local profile pins loopback.
         settings.pop("spark.driver.host")
         settings.pop("spark.driver.bindAddress")
-    jars = local_jars()
-    if jars and not submitted:
+    jars = [] if submitted else local_jars()
+    if jars:
         # Fetched by `make setup` into the venv; under spark-submit the JVM is already running,
         # and its --jars / --packages (or the cluster's own classpath) decide.
         settings.update({"spark.jars": ",".join(str(j) for j in jars), **_DELTA_SESSION})
