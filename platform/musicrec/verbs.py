@@ -158,6 +158,18 @@ _REGISTRY: tuple[Verb, ...] = (
         "musicrec.train.job:run_train",
         reads=("sequences", "holdout_examples"),
     ),
+    Verb(
+        "register",
+        "register a training run's model as <dataset>.<task>.<family> (once per run)",
+        "musicrec.registry.register:run_register",
+        check="musicrec.registry.register:check_register",
+    ),
+    Verb(
+        "promote",
+        "move a registered model's champion alias to its best version by a validation metric",
+        "musicrec.registry.promote:run_promote",
+        check="musicrec.registry.promote:check_promote",
+    ),
     Verb("tune", "Ray Tune sweeps"),
     Verb("recommend", "batch recommendations"),
     Verb("report", "experiment reports"),

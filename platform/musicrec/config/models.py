@@ -149,6 +149,11 @@ ModelConfig = Annotated[
     Field(discriminator="family"),
 ]
 
+# Every family's name, from the union above (the registry's model names use them).
+FAMILY_NAMES: tuple[str, ...] = tuple(
+    get_args(member.model_fields["family"].annotation)[0] for member in get_args(get_args(ModelConfig)[0])
+)
+
 # Families that train as one Ray task (not data-parallel); the others train under Ray Train.
 ClassicFamily = Literal["mostpop", "transition", "decaypop", "itemknn", "als", "bpr", "ease"]
 CLASSIC_FAMILIES: tuple[str, ...] = get_args(ClassicFamily)

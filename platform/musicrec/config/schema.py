@@ -7,13 +7,27 @@ and types are strict (a YAML string "3" is not an int), so a typo never silently
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from musicrec.config.models import ClassicFamily, GSASRecConfig, ModelConfig
+from musicrec.config.models import FAMILY_NAMES, ClassicFamily, GSASRecConfig, ModelConfig
 from musicrec.config.section import Section
-from musicrec.contract import FEEDBACKS, PROTOCOL_KINDS, Feedback, Protocol, ProtocolKind, Window, parse_name
+from musicrec.contract import (
+    FEEDBACKS,
+    PROTOCOL_KINDS,
+    Feedback,
+    Protocol,
+    ProtocolKind,
+    Window,
+    parse_name,
+    task,
+)
+
+# `train.register` and the `register` section are named after the verb; pydantic warns that the name
+# shadows BaseModel's inherited ABC ``register`` classmethod, which no config uses.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
 # Checked here, not by the JVM: a bad value must fail before any work, as one line, not as a Java trace.
 _SPARK_MASTER = re.compile(r"local(\[(\*|[1-9]\d*)(,[1-9]\d*)?\])?|spark://[^\s/]+|yarn|k8s://\S+")
@@ -225,6 +239,8 @@ class TrainConfig(Section):
     init_from: str = ""
     # Test hook: worker rank 0 raises once at this global step (the fault-tolerance test).
     fail_at_step: int | None = Field(None, ge=1)
+    # Register the trained model at the end (as `musicrec register` would, with the `register.*` settings).
+    register: bool = False
 
     @field_validator("protocol")
     @classmethod
@@ -236,6 +252,48 @@ class TrainConfig(Section):
     def _sequence(cls, value: str) -> str:
         parse_name(value)
         return value
+
+
+def _task(name: str) -> str:
+    task(name)
+    return name
+
+
+class RegisterConfig(Section):
+    """``musicrec register``: a training run's model as ``<dataset>.<task>.<family>``, one version per run."""
+
+    run_id: str = ""  # the training run (required by the verb; train.register fills it itself)
+    # Tasks to register the model for; empty: every task the run logged validation metrics of.
+    tasks: list[str] = Field(default_factory=list)
+    k: int = Field(100, ge=1)  # top-K the served model returns unless a call passes its own
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, tasks: list[str]) -> list[str]:
+        return [_task(name) for name in tasks]
+
+
+class PromoteConfig(Section):
+    """``musicrec promote``: the ``champion`` alias of ``<dataset.name>.<task>.<family>`` to its best version."""
+
+    task: str = ""  # required by the verb
+    family: str = ""  # required by the verb
+    metric: str = "ndcg_at_100"  # validation metric compared (higher is better), as tagged: val/<metric>
+    version: int | None = Field(None, ge=1)  # promote this version instead of the best one
+    # Promote even when the version was evaluated on other Delta versions than the current champion.
+    force: bool = False
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, name: str) -> str:
+        return _task(name) if name else name
+
+    @field_validator("family")
+    @classmethod
+    def _family(cls, family: str) -> str:
+        if family and family not in FAMILY_NAMES:
+            raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(FAMILY_NAMES)}")
+        return family
 
 
 class Config(Section):
@@ -256,4 +314,6 @@ class Config(Section):
     score: ScoreConfig = ScoreConfig()
     bench: BenchConfig = BenchConfig()
     train: TrainConfig = TrainConfig()
+    register: RegisterConfig = RegisterConfig()
+    promote: PromoteConfig = PromoteConfig()
     model: ModelConfig = GSASRecConfig()

@@ -85,7 +85,10 @@ def _plot(df: pd.DataFrame, k: int):
 
 def load_trained(uri: str) -> FittedModel:
     """A model saved by ``musicrec train``: a saved-model folder, an MLflow run id (its ``model``
-    artifact), or any MLflow artifact URI (``runs:/<id>/model``, ``models:/...``)."""
+    artifact), any MLflow artifact URI (``runs:/<id>/model``), or a registered model
+    (``models:/<dataset>.<task>.<family>@champion`` or ``/<version>``: evaluated on its task only)."""
+    from musicrec.registry.pyfunc import fitted_from_pyfunc
+
     try:
         if Path(uri).is_dir():
             return load_model(uri)
@@ -93,7 +96,8 @@ def load_trained(uri: str) -> FittedModel:
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=artifact_uri, dst_path=tempfile.mkdtemp(prefix="musicrec-model-")
         )
-        return load_model(local)
+        # A registered model is the pyfunc wrapping the saved folder (MLmodel at its root).
+        return fitted_from_pyfunc(local) if (Path(local) / "MLmodel").is_file() else load_model(local)
     except Exception as e:  # noqa: BLE001 - MLflow raises several types for a wrong id or URI
         raise InputError(f"evaluate.model_uri={uri!r}: no saved model there ({type(e).__name__}: {e})") from None
 

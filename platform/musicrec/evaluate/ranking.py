@@ -142,7 +142,20 @@ def rank_users(
     k: int = 100,
     batch_size: int | None = None,
 ) -> np.ndarray:
-    """Top-k dense item indices (n_users, k), padded with -1, under the task's filter.
+    """Top-k dense item indices (n_users, k), padded with -1, under the task's filter
+    (:func:`rank_users_scored` without the scores)."""
+    return rank_users_scored(model, histories, task, k, batch_size)[0]
+
+
+def rank_users_scored(
+    model: ScoreFn | tuple[torch.Tensor, torch.Tensor],
+    histories: Rows,
+    task: str,
+    k: int = 100,
+    batch_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k dense item indices (n_users, k), padded with -1, under the task's filter, and their
+    float32 scores (padded with -inf).
 
     ``model`` is either ``score(start, stop)`` returning a fresh (stop - start, n_items)
     tensor of those users' scores (it is masked in place), or the pair
@@ -169,12 +182,13 @@ def rank_users(
     else:
         score = model
     out = np.empty((n_users, k), dtype=np.int64)
+    out_scores = np.empty((n_users, k), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, n_users, batch_size):
             stop = min(start + batch_size, n_users)
             scores = score(start, stop)
             batch = hist.rows(start, stop)
-            items, _ = topk(
+            items, values = topk(
                 scores,
                 k,
                 exclude=batch if kind == "exclude" else None,
@@ -182,4 +196,5 @@ def rank_users(
                 inplace=True,
             )
             out[start:stop] = items.cpu().numpy()
-    return out
+            out_scores[start:stop] = values.float().cpu().numpy()
+    return out, out_scores

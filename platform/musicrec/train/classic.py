@@ -148,6 +148,7 @@ def run_classic(config: Config) -> dict[str, Any]:
     print(format_results(results[results["metric"].isin(("ndcg", "recall", "hr"))]))
     return {
         "mlflow_run": run.info.run_id,
+        "training_run": run.info.run_id,
         "model_uri": f"runs:/{run.info.run_id}/model",
         "model": model.name,
         "sequences_version": version,

@@ -158,7 +158,7 @@ def run_sequential_train(config: Config, run_name: str = "train") -> dict[str, A
     # Nested under a caller's active run (a benchmark) rather than failing on it.
     with mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None) as run:
         log_lineage(config, TABLES_READ)
-        mlflow.log_params({"family": family, "sequence": t.sequence, "k": t.k, "task": task_name, "workers": t.workers,
+        mlflow.log_params({"family": family, "sequence": t.sequence, "k": t.k, "protocol": t.protocol, "task": task_name, "workers": t.workers,
                            "use_gpu": t.use_gpu, "sharding": t.sharding, "sequences_version_read": version})
         mlflow.log_params({f"model.{key}": value for key, value in settings.items()})
         mlflow.set_tags({"family": family, "sequence": t.sequence, "task": task_name})
@@ -220,6 +220,7 @@ def run_sequential_train(config: Config, run_name: str = "train") -> dict[str, A
                             "epochs_trained": len(state.history)})
         summary = {
             "run_id": run.info.run_id,
+            "training_run": run.info.run_id,
             "family": family,
             "sequence": t.sequence,
             "k": t.k,
