@@ -13,6 +13,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import psutil
 import pytest
 import torch
 from deltalake import write_deltalake
@@ -249,3 +250,40 @@ def test_register_and_promote_errors_are_one_line(tmp_path, capsys):
     setup_mlflow(load_config(overrides=base))
     assert mlflow.search_runs(search_all_experiments=True).empty
 
+
+
+@pytest.mark.ray
+@pytest.mark.integration
+def test_the_platforms_mlflow_server_answers_the_registry_rest_api_and_stops(trained):
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    from musicrec.runtime.mlflow_server import local_server
+
+    config = load_config(overrides=settings(trained["lake"], trained["mlflow"]))
+
+    def get(url: str, path: str, **query: str) -> dict:
+        with urllib.request.urlopen(f"{url}/api/2.0/mlflow/{path}?{urllib.parse.urlencode(query)}", timeout=30) as r:
+            return json.loads(r.read())
+
+    with local_server(config) as url:
+        port = int(url.rsplit(":", 1)[1])
+        assert url.startswith("http://127.0.0.1:")
+        listeners = [c for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port]
+        assert [c.laddr.ip for c in listeners] == ["127.0.0.1"]
+        group = os.getpgid(listeners[0].pid)
+        assert group != os.getpgid(0)  # the server runs in a process group of its own
+        found = get(url, "registered-models/search", filter="name LIKE 'toy.%'")["registered_models"]
+        assert sorted(m["name"] for m in found) == ["toy.T1.als", "toy.T2.als"]
+        assert all({a["alias"] for a in m["aliases"]} == {"champion"} for m in found)
+        champion = get(url, "registered-models/alias", name="toy.T1.als", alias="champion")["model_version"]
+        assert champion["run_id"] == trained["summary"]["training_run"]
+        assert {t["key"]: t["value"] for t in champion["tags"]}["task"] == "T1"
+        # The MLflow client through the server sees the same store.
+        mlflow.set_tracking_uri(url)
+        assert mlflow.MlflowClient().get_model_version_by_alias("toy.T2.als", "champion").tags["task"] == "T2"
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass  # nothing listens on the port any more
+    with pytest.raises(ProcessLookupError):
+        os.killpg(group, 0)  # and no process of the server is left
