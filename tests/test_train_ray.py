@@ -157,3 +157,19 @@ def test_run_logs_curve_model_and_fine_tunes_from_it(one_worker, lake):
     assert child.data.tags["parent_model"] == general["run_id"]
     assert child.data.params["model.learning_rate"] == "0.001"
     assert tuned["parent"] == general["run_id"]
+
+
+def test_registered_sequential_model_carries_its_best_epochs_validation(one_worker, lake):
+    from musicrec.runner import run_verb
+
+    general, work = one_worker
+    registered = run_verb("register", _config(lake, work, f"register.run_id={general['run_id']}"))["registered"]
+    # Validated on T1 only (its early-stopping task): registered for T1 only.
+    assert [(r["name"], r["new"]) for r in registered] == [("walks.T1.gsasrec", True)]
+    version = mlflow.MlflowClient().get_model_version("walks.T1.gsasrec", str(registered[0]["version"]))
+    assert version.run_id == general["run_id"]
+    # The value of the epoch whose weights were saved, not the last epoch's.
+    assert float(version.tags["val/ndcg_at_100"]) == general["val_ndcg_at_100"]
+    assert version.tags["data_versions"] == "holdout_examples=0,sequences=0"
+    assert (version.tags["family"], version.tags["training_sequence"], version.tags["protocol"]) == (
+        "gsasrec", "lh_track", "holdout")
