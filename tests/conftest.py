@@ -10,6 +10,7 @@ they use (below) or explicitly; every test left unmarked is ``unit``.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import subprocess
@@ -85,6 +86,21 @@ def _mlflow_left_as_found():
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = env
+
+
+@pytest.fixture(autouse=True)
+def _logging_left_as_found():
+    """No test leaks the root logging handlers into the next one.
+
+    ``musicrec.cli.main`` configures logging (``basicConfig(force=True)``) onto the ``sys.stderr`` of
+    the moment, which under ``capsys`` is a capture that is closed after the test: a later test's
+    log line would hit the closed stream and print a "Logging error" traceback into its stderr.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def track_into(uri: str) -> str:

@@ -39,6 +39,7 @@ def settings(lake: str, mlflow_dir: Path, dataset: str = "toy", *extra: str) -> 
         "runtime.ray.num_cpus=1",
         "evaluate.ks=[5,10]",
         "register.k=10",
+        "runtime.progress=false",
         *extra,
     ]
 
@@ -63,8 +64,19 @@ def trained(tmp_path_factory, ray_local):
     overrides = settings(lake, root / "mlflow", "toy", *ALS, "train.register=true")
     summary = run_verb("train", load_config(overrides=overrides))
     for task in ("T1", "T2"):
-        run_verb("promote", load_config(overrides=settings(lake, root / "mlflow", "toy", f"promote.task={task}",
-                                                           "promote.family=als", "promote.metric=ndcg_at_10")))
+        run_verb(
+            "promote",
+            load_config(
+                overrides=settings(
+                    lake,
+                    root / "mlflow",
+                    "toy",
+                    f"promote.task={task}",
+                    "promote.family=als",
+                    "promote.metric=ndcg_at_10",
+                )
+            ),
+        )
     return {"lake": lake, "mlflow": root / "mlflow", "summary": summary, "root": root}
 
 
@@ -74,16 +86,27 @@ def client_for(lake: str, mlflow_dir: Path, dataset: str = "toy") -> mlflow.Mlfl
 
 
 @pytest.mark.ray
-def test_registering_a_run_twice_gives_one_version_tagged_with_its_lineage(trained):
+def test_registering_a_run_twice_gives_one_version_tagged_with_its_lineage(trained, capsys):
     lake, mlflow_dir, summary = trained["lake"], trained["mlflow"], trained["summary"]
     run_id = summary["training_run"]
     first = {r["name"]: r for r in summary["registered"]}
     assert set(first) == {"toy.T1.als", "toy.T2.als"} and all(r["new"] for r in first.values())
 
-    again = run_verb("register", load_config(overrides=settings(lake, mlflow_dir, "toy", f"register.run_id={run_id}")))
+    again = run_verb(
+        "register", load_config(overrides=settings(lake, mlflow_dir, "toy", f"register.run_id={run_id}"))
+    )
     assert {r["name"]: (r["version"], r["new"]) for r in again["registered"]} == {
         name: (r["version"], False) for name, r in first.items()
     }
+    # A task the model does not serve, and a run that is not a training run: one line each.
+    base = settings(lake, mlflow_dir, "toy")
+    for extra, text in (
+        ((f"register.run_id={run_id}", "register.tasks=[T1,T3]"), "does not serve T3"),
+        ((f"register.run_id={summary['mlflow_run']}",), "is not a training run"),
+    ):
+        assert main(["register", *base, *extra]) == 1
+        err = capsys.readouterr().err
+        assert text in err and len(err.strip().splitlines()) == 1, err
     client = client_for(lake, mlflow_dir)
     run = client.get_run(run_id)
     for task in ("T1", "T2"):
@@ -92,7 +115,12 @@ def test_registering_a_run_twice_gives_one_version_tagged_with_its_lineage(train
         version = versions[0]
         assert version.run_id == run_id
         tags = version.tags
-        assert (tags["task"], tags["family"], tags["training_sequence"], tags["k"]) == (task, "als", "lh_track", "1")
+        assert (tags["task"], tags["family"], tags["training_sequence"], tags["k"]) == (
+            task,
+            "als",
+            "lh_track",
+            "1",
+        )
         assert (tags["table_version.sequences"], tags["table_version.holdout_examples"]) == ("0", "0")
         assert tags["data_versions"] == "holdout_examples=0,sequences=0"
         # The validation values are the training run's, metric by metric.
@@ -109,17 +137,43 @@ def test_promote_picks_the_best_version_and_refuses_other_data_unless_forced(tmp
     mlflow_dir = tmp_path / "mlflow"
 
     def train(*extra: str) -> str:
-        overrides = settings(lake, mlflow_dir, "promo", "model.family=als", "model.factors=4",
-                             "train.sequence=disc_track", *extra)
+        overrides = settings(
+            lake,
+            mlflow_dir,
+            "promo",
+            "model.family=als",
+            "model.factors=4",
+            "train.sequence=disc_track",
+            *extra,
+        )
         run_id = run_verb("train", load_config(overrides=overrides))["training_run"]
-        run_verb("register", load_config(overrides=settings(lake, mlflow_dir, "promo", f"register.run_id={run_id}")))
+        run_verb(
+            "register",
+            load_config(overrides=settings(lake, mlflow_dir, "promo", f"register.run_id={run_id}")),
+        )
         return run_id
 
     def promote(*extra: str) -> dict:
-        return run_verb("promote", load_config(overrides=settings(
-            lake, mlflow_dir, "promo", "promote.task=T1", "promote.family=als", "promote.metric=ndcg_at_10", *extra)))
+        return run_verb(
+            "promote",
+            load_config(
+                overrides=settings(
+                    lake,
+                    mlflow_dir,
+                    "promo",
+                    "promote.task=T1",
+                    "promote.family=als",
+                    "promote.metric=ndcg_at_10",
+                    *extra,
+                )
+            ),
+        )
 
-    runs = [train("model.iterations=1", "seed=1"), train("model.iterations=4", "seed=2"), train("model.iterations=2", "seed=3")]
+    runs = [
+        train("model.iterations=1", "seed=1"),
+        train("model.iterations=4", "seed=2"),
+        train("model.iterations=2", "seed=3"),
+    ]
     client = client_for(lake, mlflow_dir, "promo")
     # An on-task (disc_track) model serves T1 only: one registered name, one version per run.
     versions = {v.run_id: int(v.version) for v in client.search_model_versions("name='promo.T1.als'")}
@@ -138,12 +192,25 @@ def test_promote_picks_the_best_version_and_refuses_other_data_unless_forced(tmp
     examples = load_table(lake, "promo", "holdout_examples")
     write_deltalake(f"{lake}/promo/holdout_examples", examples, mode="overwrite", partition_by=["task"])
     newer = train("model.iterations=3", "seed=4")
-    newer_version = {v.run_id: int(v.version) for v in client.search_model_versions("name='promo.T1.als'")}[newer]
+    newer_version = {v.run_id: int(v.version) for v in client.search_model_versions("name='promo.T1.als'")}[
+        newer
+    ]
     tags = client.get_model_version("promo.T1.als", str(newer_version)).tags
     assert tags["data_versions"] == "holdout_examples=1,sequences=0"
 
-    code = main(["promote", *settings(lake, mlflow_dir, "promo", "promote.task=T1", "promote.family=als",
-                                      f"promote.version={newer_version}")])
+    code = main(
+        [
+            "promote",
+            *settings(
+                lake,
+                mlflow_dir,
+                "promo",
+                "promote.task=T1",
+                "promote.family=als",
+                f"promote.version={newer_version}",
+            ),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "not comparable" in err and "holdout_examples=1" in err and "Traceback" not in err
     assert int(client.get_registered_model("promo.T1.als").aliases["champion"]) == versions[best]
@@ -188,17 +255,33 @@ SERVE = textwrap.dedent(
 @pytest.mark.integration
 def test_champion_served_in_a_fresh_process_without_pyspark_equals_the_evaluator(trained, tmp_path):
     lake, mlflow_dir = trained["lake"], trained["mlflow"]
-    fitted = load_model(mlflow.artifacts.download_artifacts(
-        run_id=trained["summary"]["training_run"], artifact_path="model", dst_path=str(tmp_path / "saved"),
-        tracking_uri=tracking_uri(load_config(overrides=settings(lake, mlflow_dir)))))
+    fitted = load_model(
+        mlflow.artifacts.download_artifacts(
+            run_id=trained["summary"]["training_run"],
+            artifact_path="model",
+            dst_path=str(tmp_path / "saved"),
+            tracking_uri=tracking_uri(load_config(overrides=settings(lake, mlflow_dir))),
+        )
+    )
     examples = {ex.task: ex for ex in load_holdout(lake, "toy", "test", ["T1", "T2"])}
     histories = {task: [ex.history[i].tolist() for i in range(len(ex.uids))] for task, ex in examples.items()}
     (tmp_path / "in.json").write_text(json.dumps(histories))
     (tmp_path / "serve.py").write_text(SERVE)
     uri = tracking_uri(load_config(overrides=settings(lake, mlflow_dir)))
     env = {**os.environ, "PYTHONPATH": str(REPO / "platform")}
-    done = subprocess.run([sys.executable, str(tmp_path / "serve.py"), uri, str(tmp_path / "in.json"),
-                           str(tmp_path / "out.json")], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(tmp_path / "serve.py"),
+            uri,
+            str(tmp_path / "in.json"),
+            str(tmp_path / "out.json"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     served = json.loads((tmp_path / "out.json").read_text())
     assert served["pyspark_imported"] is False and served["ray_imported"] is False
@@ -226,8 +309,18 @@ def test_champion_served_in_a_fresh_process_without_pyspark_equals_the_evaluator
 @pytest.mark.ray
 def test_evaluate_a_registered_champion_on_its_task(trained):
     lake, mlflow_dir, summary = trained["lake"], trained["mlflow"], trained["summary"]
-    evaluated = run_verb("evaluate", load_config(overrides=settings(
-        lake, mlflow_dir, "toy", "evaluate.protocols=[holdout]", "evaluate.model_uri=models:/toy.T1.als@champion")))
+    evaluated = run_verb(
+        "evaluate",
+        load_config(
+            overrides=settings(
+                lake,
+                mlflow_dir,
+                "toy",
+                "evaluate.protocols=[holdout]",
+                "evaluate.model_uri=models:/toy.T1.als@champion",
+            )
+        ),
+    )
     metrics = mlflow.get_run(evaluated["mlflow_run"]).data.metrics
     train_metrics = mlflow.get_run(summary["training_run"]).data.metrics
     assert metrics[_metric_name("all/test/T1/ndcg_at_10")] == train_metrics["test/T1/ndcg_at_10"]
@@ -251,7 +344,6 @@ def test_register_and_promote_errors_are_one_line(tmp_path, capsys):
     assert mlflow.search_runs(search_all_experiments=True).empty
 
 
-
 @pytest.mark.ray
 @pytest.mark.integration
 def test_the_platforms_mlflow_server_answers_the_registry_rest_api_and_stops(trained):
@@ -264,13 +356,17 @@ def test_the_platforms_mlflow_server_answers_the_registry_rest_api_and_stops(tra
     config = load_config(overrides=settings(trained["lake"], trained["mlflow"]))
 
     def get(url: str, path: str, **query: str) -> dict:
-        with urllib.request.urlopen(f"{url}/api/2.0/mlflow/{path}?{urllib.parse.urlencode(query)}", timeout=30) as r:
+        with urllib.request.urlopen(
+            f"{url}/api/2.0/mlflow/{path}?{urllib.parse.urlencode(query)}", timeout=30
+        ) as r:
             return json.loads(r.read())
 
     with local_server(config) as url:
         port = int(url.rsplit(":", 1)[1])
         assert url.startswith("http://127.0.0.1:")
-        listeners = [c for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port]
+        listeners = [
+            c for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port
+        ]
         assert [c.laddr.ip for c in listeners] == ["127.0.0.1"]
         group = os.getpgid(listeners[0].pid)
         assert group != os.getpgid(0)  # the server runs in a process group of its own
@@ -281,8 +377,8 @@ def test_the_platforms_mlflow_server_answers_the_registry_rest_api_and_stops(tra
         assert champion["run_id"] == trained["summary"]["training_run"]
         assert {t["key"]: t["value"] for t in champion["tags"]}["task"] == "T1"
         # The MLflow client through the server sees the same store.
-        mlflow.set_tracking_uri(url)
-        assert mlflow.MlflowClient().get_model_version_by_alias("toy.T2.als", "champion").tags["task"] == "T2"
+        through = mlflow.MlflowClient(tracking_uri=url, registry_uri=url)
+        assert through.get_model_version_by_alias("toy.T2.als", "champion").tags["task"] == "T2"
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=5):
         pass  # nothing listens on the port any more
     with pytest.raises(ProcessLookupError):

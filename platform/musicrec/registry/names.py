@@ -5,7 +5,7 @@ from __future__ import annotations
 from musicrec.contract import Protocol
 
 CHAMPION = "champion"
-# The validation metrics a version is tagged with: val/<metric>_at_<k> (as the training run logs them per task).
+# Tags of a version's validation metrics: val/<metric>_at_<k> (its run logs them as val/<task>/...).
 VALIDATION_PREFIX = "val/"
 # The Delta versions a version was trained and validated on, one canonical string (compared by promote).
 DATA_VERSIONS = "data_versions"

@@ -24,10 +24,15 @@ log = logging.getLogger(__name__)
 def check_promote(config: Config) -> None:
     missing = [key for key in ("task", "family") if not getattr(config.promote, key)]
     if missing:
-        raise ConfigError(f"promote needs {' and '.join(f'promote.{key}' for key in missing)} (e.g. promote.task=T1 promote.family=als)")
+        raise ConfigError(
+            f"promote needs {' and '.join(f'promote.{key}' for key in missing)} "
+            "(e.g. promote.task=T1 promote.family=als)"
+        )
 
 
-def choose(versions: list[ModelVersion], metric: str, champion: int | None, wanted: int | None) -> ModelVersion:
+def choose(
+    versions: list[ModelVersion], metric: str, champion: int | None, wanted: int | None
+) -> ModelVersion:
     """The version to promote: ``wanted``, or the best by the validation ``metric``."""
     if wanted is not None:
         found = [v for v in versions if int(v.version) == wanted]
@@ -39,7 +44,9 @@ def choose(versions: list[ModelVersion], metric: str, champion: int | None, want
     scored = [v for v in versions if key in v.tags]
     if not scored:
         tagged = sorted({t for v in versions for t in v.tags if t.startswith(VALIDATION_PREFIX)})
-        raise InputError(f"promote.metric={metric}: no version is tagged {key} (tagged: {', '.join(tagged) or 'none'})")
+        raise InputError(
+            f"promote.metric={metric}: no version is tagged {key} (tagged: {', '.join(tagged) or 'none'})"
+        )
     return max(scored, key=lambda v: (float(v.tags[key]), int(v.version) == champion, -int(v.version)))
 
 
@@ -47,7 +54,9 @@ def promote(name: str, metric: str, *, version: int | None = None, force: bool =
     client = mlflow.MlflowClient()
     versions = list(client.search_model_versions(f"name='{name}'"))
     if not versions:
-        raise InputError(f"no registered model {name}: run `musicrec register` (or train with train.register=true) first")
+        raise InputError(
+            f"no registered model {name}: run `musicrec register` (or train with train.register=true) first"
+        )
     # Versions are numbers; some stores give them as strings.
     current = client.get_registered_model(name).aliases.get(CHAMPION)
     current = None if current is None else int(current)
@@ -77,5 +86,7 @@ def run_promote(config: Config) -> dict[str, Any]:
     p = config.promote
     name = registered_name(config.dataset.name, p.task, p.family)
     summary = promote(name, p.metric, version=p.version, force=p.force)
-    mlflow.log_params({"registered_model": name, "champion": summary["champion"], "previous": summary["previous"]})
+    mlflow.log_params(
+        {"registered_model": name, "champion": summary["champion"], "previous": summary["previous"]}
+    )
     return summary

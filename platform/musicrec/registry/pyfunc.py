@@ -8,12 +8,16 @@ derived as for its training sequence and the task's candidate filter applied, so
 equals the evaluated one. ``params={"k": N}`` asks for another K.
 
 The model is logged as code (MLflow's "models from code", :mod:`musicrec.registry.served`), with
-the saved model folder (arrays and JSON, no pickles) as its one artifact and the task and K in its
-``model_config``. Serving needs ``musicrec`` and its array libraries on the path, never pyspark or Ray.
+two artifacts: the saved model folder (arrays and JSON, no pickles) and ``serving.json`` (the task
+and the default K). Not MLflow's ``model_config``: MLflow also logs that as params of the active
+run, where a second task's model would clash with the first's. Serving needs ``musicrec`` and its
+array libraries on the path, never pyspark or Ray.
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -26,8 +30,19 @@ from musicrec.evaluate.protocols import recommend
 from musicrec.models import FittedModel, load_model
 
 ARTIFACT = "model"  # the saved model folder inside the pyfunc model
+SERVING = "serving"  # serving.json: {"task": ..., "k": ...}
 # What the served model imports (the families' libraries included); pinned to the versions that logged it.
-SERVING_PACKAGES = ("mlflow", "numpy", "pandas", "pyarrow", "torch", "pydantic", "deltalake", "implicit", "threadpoolctl")
+SERVING_PACKAGES = (
+    "mlflow",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "torch",
+    "pydantic",
+    "deltalake",
+    "implicit",
+    "threadpoolctl",
+)
 
 
 class TopK(mlflow.pyfunc.PythonModel):
@@ -35,8 +50,8 @@ class TopK(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.fitted = load_model(context.artifacts[ARTIFACT])
-        self.task = context.model_config["task"]
-        self.k = int(context.model_config["k"])
+        serving = json.loads(Path(context.artifacts[SERVING]).read_text())
+        self.task, self.k = serving["task"], int(serving["k"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         k = int((params or {}).get("k") or self.k)
@@ -73,29 +88,32 @@ def requirements() -> list[str]:
     return out
 
 
-def log_pyfunc(fitted: FittedModel, folder: Path, task: str, k: int, name: str = "served") -> mlflow.models.model.ModelInfo:
+def log_pyfunc(
+    fitted: FittedModel, folder: Path, task: str, k: int, name: str = "served"
+) -> mlflow.models.model.ModelInfo:
     """Log ``fitted`` (saved at ``folder``) as a pyfunc serving ``task``, with signature and input example."""
     from mlflow.models import infer_signature
 
     example = input_example(fitted)
     signature = infer_signature(example, top_k(fitted, task, example, k), params={"k": k})
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=str(Path(__file__).with_name("served.py")),
-        artifacts={ARTIFACT: str(folder)},
-        model_config={"task": task, "k": k},
-        signature=signature,
-        input_example=example,
-        pip_requirements=requirements(),
-    )
+    with tempfile.TemporaryDirectory(prefix="musicrec-serving-") as tmp:
+        serving = Path(tmp) / "serving.json"
+        serving.write_text(json.dumps({"task": task, "k": k}))
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(Path(__file__).with_name("served.py")),
+            artifacts={ARTIFACT: str(folder), SERVING: str(serving)},
+            signature=signature,
+            input_example=example,
+            pip_requirements=requirements(),
+        )
 
 
 def fitted_from_pyfunc(path: str | Path) -> FittedModel:
     """The saved model inside a downloaded pyfunc model folder, restricted to the task it serves."""
     from mlflow.models import Model
-    from mlflow.pyfunc import MODEL_CONFIG
 
-    flavor = Model.load(str(path)).flavors["python_function"]
-    fitted = load_model(Path(path) / flavor["artifacts"][ARTIFACT]["path"])
-    fitted.tasks = (flavor[MODEL_CONFIG]["task"],)
+    artifacts = Model.load(str(path)).flavors["python_function"]["artifacts"]
+    fitted = load_model(Path(path) / artifacts[ARTIFACT]["path"])
+    fitted.tasks = (json.loads((Path(path) / artifacts[SERVING]["path"]).read_text())["task"],)
     return fitted

@@ -48,16 +48,25 @@ def training_run(client: mlflow.MlflowClient, run_id: str) -> Run:
     except MlflowException:
         raise InputError(f"register.run_id={run_id!r}: no such run in {mlflow.get_tracking_uri()}") from None
     if run.info.lifecycle_stage != "active" or run.info.status != "FINISHED":
-        raise InputError(f"register.run_id={run_id!r}: the run is {run.info.lifecycle_stage}/{run.info.status}, not finished")
+        raise InputError(
+            f"register.run_id={run_id!r}: the run is {run.info.lifecycle_stage}/{run.info.status}, "
+            "not a finished one"
+        )
+    if "protocol" not in run.data.params:
+        raise InputError(f"register.run_id={run_id!r} is not a training run (it logged no `protocol`)")
     return run
 
 
 def saved_model(run_id: str, into: Path) -> tuple[FittedModel, Path]:
     try:
-        folder = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model", dst_path=str(into)))
+        folder = Path(
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model", dst_path=str(into))
+        )
         return load_model(folder), folder
     except (MlflowException, OSError) as e:
-        raise InputError(f"register.run_id={run_id!r}: no saved model in the run's `model` artifact ({e})") from None
+        raise InputError(
+            f"register.run_id={run_id!r}: no saved model in the run's `model` artifact ({e})"
+        ) from None
 
 
 def validation_metrics(client: mlflow.MlflowClient, run: Run, task: str) -> dict[str, float]:
@@ -82,7 +91,11 @@ def validation_metrics(client: mlflow.MlflowClient, run: Run, task: str) -> dict
 def version_tags(run: Run, fitted: FittedModel, task: str, metrics: dict[str, float]) -> dict[str, str]:
     params = run.data.params
     protocol = params["protocol"]
-    read = {key.removeprefix("table_version."): int(v) for key, v in params.items() if key.startswith("table_version.")}
+    read = {
+        key.removeprefix("table_version."): int(v)
+        for key, v in params.items()
+        if key.startswith("table_version.")
+    }
     evaluated_on = {table: version for table, version in read.items() if table in evaluation_tables(protocol)}
     return {
         "task": task,
@@ -99,7 +112,9 @@ def version_tags(run: Run, fitted: FittedModel, task: str, metrics: dict[str, fl
 
 def _ensure_registered_model(client: mlflow.MlflowClient, name: str, tags: dict[str, str]) -> None:
     try:
-        client.create_registered_model(name, tags=tags, description=f"{tags['family']} for task {tags['task']} of {tags['dataset']}")
+        client.create_registered_model(
+            name, tags=tags, description=f"{tags['family']} for task {tags['task']} of {tags['dataset']}"
+        )
     except MlflowException as e:
         if e.error_code not in (ErrorCode.Name(RESOURCE_ALREADY_EXISTS), ErrorCode.Name(ALREADY_EXISTS)):
             raise
@@ -114,15 +129,22 @@ def register_run(config: Config, run_id: str) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="musicrec-register-") as tmp:
         fitted, folder = saved_model(run_id, Path(tmp))
         metrics = {task: validation_metrics(client, run, task) for task in TASKS}
-        tasks = list(config.register.tasks) or [task for task in TASKS if metrics[task] and fitted.runs_on(task)]
+        tasks = list(config.register.tasks) or [
+            task for task in TASKS if metrics[task] and fitted.runs_on(task)
+        ]
         if not tasks:
-            raise InputError(f"run {run_id} logged no validation metrics of any task; name the tasks: register.tasks=[T1]")
+            raise InputError(
+                f"run {run_id} logged no validation metrics of any task; name the tasks: register.tasks=[T1]"
+            )
+        foreign = [task for task in tasks if not fitted.runs_on(task)]
+        if foreign:
+            raise InputError(f"run {run_id}'s model ({fitted.name}) does not serve {', '.join(foreign)}")
         out = []
         for task in tasks:
-            if not fitted.runs_on(task):
-                raise InputError(f"run {run_id}'s model ({fitted.name}) does not serve task {task}")
             name = registered_name(dataset, task, fitted.model.family)
-            _ensure_registered_model(client, name, {"dataset": dataset, "task": task, "family": fitted.model.family})
+            _ensure_registered_model(
+                client, name, {"dataset": dataset, "task": task, "family": fitted.model.family}
+            )
             existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
             if existing:
                 version = min(existing, key=lambda v: int(v.version))
@@ -144,5 +166,10 @@ def register_run(config: Config, run_id: str) -> list[dict[str, Any]]:
 
 def run_register(config: Config) -> dict[str, Any]:
     registered = register_run(config, config.register.run_id)
-    mlflow.log_params({"registered_run": config.register.run_id, "registered": ",".join(f"{r['name']}/{r['version']}" for r in registered)})
+    mlflow.log_params(
+        {
+            "registered_run": config.register.run_id,
+            "registered": ",".join(f"{r['name']}/{r['version']}" for r in registered),
+        }
+    )
     return {"registered": registered}

@@ -38,6 +38,9 @@ def setup_mlflow(config: Config, experiment: str | None = None, *, per_dataset: 
     """Point MLflow at the profile's store and select ``<dataset>/<experiment>`` (or plain
     ``experiment`` when ``per_dataset`` is false, e.g. ``benchmarks``); returns its id."""
     uri = tracking_uri(config)
+    if not config.runtime.progress:
+        # MLflow draws a progress bar per artifact download (registering, evaluating a trained model).
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     if uri.startswith("sqlite:"):
         Path(config.mlflow.local_dir).mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
