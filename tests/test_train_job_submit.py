@@ -134,8 +134,14 @@ def test_ray_job_submit_trains_gsasrec_and_fails_cleanly(ray_head, tmp_path):
     assert "val_ndcg_at_100:" in done.stdout and "succeeded" in done.stdout
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["walks/default"])
-    assert len(runs) == 1 and runs["params.family"][0] == "gsasrec" and runs["params.workers"][0] == "2"
+    # The verb's run, and inside it the one training run.
+    training = runs[runs["params.family"].notna()]
+    assert len(runs) == 2 and len(training) == 1
+    assert training["params.family"].iloc[0] == "gsasrec" and training["params.workers"].iloc[0] == "2"
+    verb_run = runs[runs["params.family"].isna()]["run_id"].iloc[0]
+    assert training["tags.mlflow.parentRunId"].iloc[0] == verb_run
 
     failed = _submit(ray_head, *common, "dataset.name=absent")
     assert failed.returncode != 0
-    assert "no sequences table" in failed.stdout + failed.stderr
+    output = failed.stdout + failed.stderr
+    assert "no sequences" in output and "run `musicrec preprocess` for dataset absent first" in output
