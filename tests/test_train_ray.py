@@ -109,7 +109,20 @@ AdamW), 2e-3 absolute on validation NDCG@100."""
     np.testing.assert_allclose(ndcg2, ndcg1, atol=2e-3)
     # It learnt: the walk's next item is easy, popularity is flat.
     assert loss1[-1] < loss1[0]
-    assert abs(two["test_ndcg_at_100"] - one["test_ndcg_at_100"]) <= 2e-3
+    # Test NDCG on the toy lake's few users is a step function of ranks, which float drift can
+    # flip; what it is computed from, the scores of every item, must agree.
+    s1, s2 = _scores(one_worker[1], one), _scores(tmp_path, two)
+    np.testing.assert_allclose(s2, s1, rtol=0, atol=1e-2 * float(np.abs(s1).max()))
+
+
+def _scores(work: Path, summary: dict) -> np.ndarray:
+    """Scores of every item after a few fixed histories, by the run's saved model."""
+    from musicrec.arrays import Ragged
+
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow' / 'mlflow.db'}")
+    saved = load_model(mlflow.artifacts.download_artifacts(run_id=summary["run_id"], artifact_path="model"))
+    histories = Ragged.from_lists([[0, 1, 2], [5, 6], [10, 11, 12, 13], [40]])
+    return saved.model.score(histories).numpy()
 
 
 def test_worker_failure_resumes_from_checkpoint_with_identical_results(ray_local, lake, tmp_path):
