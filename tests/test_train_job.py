@@ -30,6 +30,9 @@ from musicrec.train.classic import fit_from_lake
 from musicrec.train.job import run_train
 from toy_lake import write_toy_lake
 
+# Every test here runs the train verb, which fits in a Ray task (in-process Ray, or a head it starts).
+pytestmark = [pytest.mark.ray, pytest.mark.integration]
+
 REPO = Path(__file__).resolve().parents[1]
 ALS_SMALL = ("model.family=als", "model.factors=8", "model.iterations=3")
 
