@@ -39,6 +39,11 @@ def command(entry: str, verb: str) -> list[str]:
     return [sys.executable, "-m", "musicrec.cli", verb]
 
 
+# The command in its own process, exit code and stderr as a user sees them: a few seconds each
+# (interpreter, MLflow import), so these tests are out of the in-process unit tier.
+in_own_process = pytest.mark.integration
+
+
 def call(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=300, env=env, check=False)
 
@@ -47,6 +52,7 @@ def test_every_job_is_a_verb_of_the_registry():
     assert JOBS and set(JOBS) <= set(verbs.VERBS)
 
 
+@in_own_process
 @pytest.mark.parametrize("verb", JOBS)
 def test_job_and_verb_accept_the_same_arguments(verb, tmp_path):
     """Both entry points parse `--config A k=v --config B k=v` alike: each override reaches the config."""
@@ -61,6 +67,7 @@ def test_job_and_verb_accept_the_same_arguments(verb, tmp_path):
     assert job_help.stdout == cli_help.stdout and "--config FILE" in cli_help.stdout
 
 
+@in_own_process
 def test_overrides_after_each_config_file_are_applied(tmp_path):
     """The last override names the lake; it follows the second file, which set another lake root."""
     other = tmp_path / "other.yaml"
@@ -158,6 +165,7 @@ def nothing_written(work: Path) -> None:
     assert sorted(p.name for p in work.iterdir()) == [], "a failed command wrote output"
 
 
+@in_own_process
 @pytest.mark.parametrize(
     ("verb", "override", "needle"),
     [
@@ -171,6 +179,7 @@ def test_bad_spark_settings_fail_before_spark_starts(verb, override, needle, wor
     nothing_written(workdir)
 
 
+@in_own_process
 def test_a_cross_field_error_names_the_overrides_not_the_file(workdir):
     proc = call([*command("cli", "preprocess"), "--config", TINY, *roots(workdir),
                  "preprocess.min_len=5", "preprocess.max_len=2"], workdir)
@@ -180,6 +189,7 @@ def test_a_cross_field_error_names_the_overrides_not_the_file(workdir):
     nothing_written(workdir)
 
 
+@in_own_process
 @pytest.mark.parametrize(
     ("verb", "needle"),
     [
@@ -194,6 +204,7 @@ def test_an_empty_lake_is_a_clear_error_and_opens_no_run(verb, needle, workdir):
     nothing_written(workdir)  # no lake, and no MLflow store: the run was never opened
 
 
+@in_own_process
 def test_cluster_profile_without_a_tracking_server_is_a_config_error(workdir):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = call([*command("cli", "generate"), "--config", str(ROOT / "conf" / "cluster.yaml"), *roots(workdir)],
@@ -202,6 +213,7 @@ def test_cluster_profile_without_a_tracking_server_is_a_config_error(workdir):
     nothing_written(workdir)
 
 
+@in_own_process
 def test_a_missing_predictions_file_is_named(workdir):
     proc = call([*command("cli", "score"), "--config", LOCAL, *roots(workdir), "--predictions",
                  str(workdir / "nope.parquet"), "--examples", "holdout"], workdir)
@@ -209,6 +221,7 @@ def test_a_missing_predictions_file_is_named(workdir):
     nothing_written(workdir)
 
 
+@in_own_process
 def test_missing_input_files_stop_ingest_before_its_run(workdir):
     proc = call([*command("cli", "ingest"), "--config", LOCAL, "--config", TINY, *roots(workdir),
                  "runtime.spark.master=local[1]", "runtime.spark.driver_memory=1g"], workdir)
