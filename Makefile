@@ -4,10 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+JARS := $(VENV)/jars/packages.txt
 
 .PHONY: setup demo test test-fast lint bench mlflow-ui clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(JARS)
 
 # Re-installs only when pyproject.toml changes. torch is pinned first: its CPU wheel is the one
 # this platform is tested with, and an unpinned torch would pull GBs of CUDA packages.
@@ -19,14 +20,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	@touch $@
 
+# Delta Lake and hadoop-aws jars for the installed pyspark/delta-spark, from Maven Central, once
+# (Spark's own resolution; see platform/musicrec/runtime/jars.py). Re-checked when the packages
+# change; a no-op, offline, when the jars already match.
+$(JARS): $(STAMP)
+	$(BIN)/python -m musicrec.runtime.jars
+
 demo: setup
 	$(BIN)/musicrec pipeline --config conf/experiments/demo.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q
 
+# Unit tier only: in-process, no Spark JVM, no subprocess jobs (tiers: tests/conftest.py).
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not integration"
+	$(BIN)/python -m pytest -q -m unit
 
 lint: setup
 	$(BIN)/ruff check platform jobs tests

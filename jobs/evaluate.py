@@ -1,13 +1,12 @@
 """Evaluate the simple scorers on every task and protocol; log to MLflow.
 
-    ray job submit -- python jobs/evaluate.py --config conf/cluster.yaml --config conf/datasets/... [key=value ...]
-    python jobs/evaluate.py --config conf/experiments/demo.yaml
+ray job submit -- python jobs/evaluate.py --config conf/cluster.yaml --config conf/datasets/... [key=value ...]
+python jobs/evaluate.py --config conf/experiments/demo.yaml
+
+Same arguments as `musicrec evaluate` (see `--help`).
 """
 
-from musicrec.entry import job_main
-from musicrec.evaluate.job import run_evaluate
+from musicrec.cli import job_main
 
 if __name__ == "__main__":
-    raise SystemExit(
-        job_main("evaluate", run_evaluate, needs_spark=False, description="Evaluate scorers on the lake's examples.")
-    )
+    raise SystemExit(job_main("evaluate"))

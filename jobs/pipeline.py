@@ -1,12 +1,11 @@
 """The whole flow locally: generate (if absent) -> ingest -> preprocess -> evaluate.
 
-    python jobs/pipeline.py --config conf/experiments/demo.yaml [key=value ...]
+python jobs/pipeline.py --config conf/experiments/demo.yaml [key=value ...]
+
+Same arguments as `musicrec pipeline` (see `--help`).
 """
 
-from musicrec.entry import job_main
-from musicrec.pipeline import run_pipeline
+from musicrec.cli import job_main
 
 if __name__ == "__main__":
-    raise SystemExit(
-        job_main("pipeline", run_pipeline, needs_spark=False, description="Run the whole local flow.")
-    )
+    raise SystemExit(job_main("pipeline"))

@@ -2,17 +2,11 @@
 the preprocess rows of ``stats``.
 
 spark-submit jobs/preprocess.py --config conf/local.yaml --config conf/datasets/synthetic-small.yaml [key=value ...]
+
+Same arguments as `musicrec preprocess` (see `--help`).
 """
 
-from musicrec.entry import job_main
-from musicrec.prep.job import run_preprocess
+from musicrec.cli import job_main
 
 if __name__ == "__main__":
-    raise SystemExit(
-        job_main(
-            "preprocess",
-            run_preprocess,
-            needs_spark=True,
-            description="Filter listens, derive task sequences, the user holdout and the global temporal split.",
-        )
-    )
+    raise SystemExit(job_main("preprocess"))

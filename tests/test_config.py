@@ -56,7 +56,7 @@ def test_gsasrec_preset_has_paper_000_table_2_values():
     assert (model.embedding_dim, model.num_blocks, model.num_heads, model.negatives) == (128, 2, 1, 25)
     assert (model.gbce_alpha, model.gbce_t, model.learning_rate) == (0.17113, 0.55591, 0.0031805)
     sasrec = load_config([CONF / "models" / "sasrec.yaml"]).model
-    assert sasrec.family == "sasrec" and sasrec.embedding_dim == 128  # inherited through include
+    assert sasrec.family == "sasrec" and sasrec.embedding_dim == 128  # the same backbone settings
 
 
 def test_unknown_key_names_key_and_file(tmp_path):

@@ -1,4 +1,4 @@
-"""The contract module against the spec's tables (tasks-and-splits.md §5, platform.md "Tables")."""
+"""The contract module against the spec's tables (docs/tasks.md §5, docs/tables.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Metrics of spec metrics.md against a per-user brute force and hand-computed cases."""
+"""Metrics of docs/metrics.md against a per-user brute force and hand-computed cases."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from musicrec.evaluate.metrics import METRICS, compute_metrics, coverage
 
 
 def brute(ranked: list[int], targets: set[int], k: int) -> dict[str, float]:
-    """The formulas of metrics.md, one user, written as literally as possible."""
+    """The formulas of docs/metrics.md, one user, written as literally as possible."""
     rel = [1 if (r in targets and r >= 0) else 0 for r in ranked[:k]]
     denom = min(len(targets), k)
     dcg = sum(rel[i] / math.log2(i + 2) for i in range(len(rel)))

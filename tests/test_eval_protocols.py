@@ -413,12 +413,12 @@ def test_external_rejects_bad_predictions(lake, table, message):
         score_predictions(table, "holdout", lake, DS)
 
 
-def test_log_results_to_local_mlflow(lake, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+def test_log_results_to_local_mlflow(lake, tmp_path, mlflow_store):
     df = evaluate_holdout(holdout_models(lake)[:1], lake, DS, "test", options=EvalOptions(ks=(1, 3)))
     experiment = mlflow.create_experiment("eval-test", artifact_location=(tmp_path / "artifacts").as_uri())
     with mlflow.start_run(experiment_id=experiment) as run:
         log_results(df, prefix="final/")
+    assert mlflow.get_tracking_uri() == mlflow_store  # logged into this test's own store
     logged = mlflow.get_run(run.info.run_id).data.metrics
     assert logged["final/test/T1/ndcg_at_3"] == pytest.approx(value(df, "mostpop", "T1", "ndcg", 3))
     assert logged["final/test/T2/precision_at_3"] == pytest.approx(value(df, "mostpop", "T2", "precision", 3))

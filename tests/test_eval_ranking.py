@@ -99,6 +99,20 @@ def test_rank_users_matches_brute_force_and_filters(task):
         assert ranked[0].tolist() == sorted([3, 7], key=lambda i: (-scores[0, i], i)) + [-1] * (k - 2)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("task", ["T1", "T2", "next_track"])
+def test_rank_users_on_cuda_matches_brute_force(task):
+    """CUDA's topk orders ties differently from the CPU's: the tie repair must still give the
+    exact (-score, item id) order, on the device."""
+    rng = np.random.default_rng(4)
+    users, items = embeddings(64, 300, seed=9)
+    hist = [rng.integers(0, 300, size=int(rng.integers(0, 40))) for _ in range(64)]
+    ranked = rank_users((users.cuda(), items.cuda()), hist, task, 25, batch_size=16)
+    kind = task_filter(task)
+    expected = brute_topk((users @ items.T).numpy(), 25, **({} if kind is None else {kind: hist}))
+    assert ranked.tolist() == expected
+
+
 def test_batching_gives_identical_results():
     users, items = embeddings(50, 80, seed=11)
     hist = [np.arange(u % 9) * 3 for u in range(50)]

@@ -6,7 +6,6 @@ Every statistic is recomputed here from the written parquet files, never read fr
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from musicrec.bench.generate import bench_generate
 from musicrec.data import generator as gen
 from musicrec.data.generator import GeneratorParams, generate, preset
 
@@ -102,11 +102,10 @@ def test_worker_processes_do_not_change_the_bytes(mid, tmp_path):
     assert ours == theirs
 
 
-def test_tiny_is_fast_small_and_complete(tmp_path):
-    """Downstream tests run on tiny: every file and edge case must appear in it."""
-    started = time.perf_counter()
+def test_tiny_is_small_and_complete(tmp_path):
+    """Downstream tests run on tiny: every file and edge case must appear in it (its speed is
+    measured by ``musicrec bench generate --sizes tiny``, not asserted here)."""
     summary = generate(preset("tiny"), tmp_path, progress=False)
-    assert time.perf_counter() - started < 1.0
     listens = flat(tmp_path, preset("tiny"), "listens")
     assert 100 <= len(listens) <= 2_000 and listens.uid.nunique() == summary["n_users"] <= 50
     assert all(summary["counts"][name] > 0 for name in FLAT)
@@ -392,7 +391,7 @@ def test_unknown_preset_lists_the_presets():
 
 
 def test_bench_generate_reports_throughput(tmp_path):
-    result = gen.bench_generate("tiny", tmp_path)
+    result = bench_generate("tiny", tmp_path)
     summary = json.loads((tmp_path / "generator_summary.json").read_text())
     assert result["events"] == summary["counts"]["multi_event"] > 0
     assert result["seconds"] > 0 and result["events_per_s"] == pytest.approx(

@@ -5,6 +5,8 @@ real `spark-submit jobs/ingest.py` entry point."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,9 +15,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import REPO, TEST_OVERRIDES, corrupt_data_pages, truncate
 from musicrec.data.generator import generate, preset
 from musicrec.data.ingest import run_ingest
-from musicrec.data.yambda import EVENT_FILES
+from musicrec.data.yambda.layout import EVENT_FILES
 from musicrec.errors import InputError
 from musicrec.lake.delta import read_arrow, table_version
 from musicrec.lake.tables import table_path
@@ -96,6 +99,12 @@ def test_generated_dataset(spark, generated, config_for):
         == expected.loc[expected["artist_id"].isna(), "item_id"].nunique()
     )
     assert stats[("events", "items_with_several_artists")] == len(heard_multi)
+    unmapped = expected["artist_id"].isna()
+    assert unmapped.any(), "the generated data must have events without an artist"
+    assert summary["events_without_artist"].startswith(
+        f"{unmapped.sum()} of {len(expected)} ({unmapped.mean():.1%}), on "
+        f"{expected.loc[unmapped, 'item_id'].nunique()} items absent from the artist mapping"
+    )
     assert set(lake_table(config, "stats").column("job").to_pylist()) == {"ingest"}
 
     # A re-run writes a new version of each table with the same content.
@@ -146,6 +155,7 @@ def test_spark_submit_entry_point(generated, tmp_path, spark_submit):
     common = (
         f"data.root={generated}",
         f"lake.root={tmp_path / 'lake'}",
+        f"mlflow.local_dir={tmp_path / 'mlflow'}",
         "dataset.name=cli",
         "runtime.progress=false",
         # The config says local[*]: spark-submit's --master local[2] must win.
@@ -167,3 +177,27 @@ def test_spark_submit_entry_point(generated, tmp_path, spark_submit):
     assert len(errors) == 1, output[-3000:]
     assert "missing required files" in errors[0] and "flat/nope/listens.parquet" in errors[0]
     assert "Traceback" not in output
+
+
+@pytest.mark.spark
+@pytest.mark.integration
+@pytest.mark.parametrize("damage", [corrupt_data_pages, truncate], ids=["corrupt_pages", "truncated"])
+def test_damaged_file_is_one_line_naming_it(generated, tmp_path, damage):
+    """As a user sees it: ``musicrec ingest`` on a damaged file prints one error line, no trace."""
+    data = tmp_path / "data"
+    shutil.copytree(generated, data)
+    damage(data / "flat" / "tiny" / "listens.parquet")
+    lake = tmp_path / "lake"
+    proc = subprocess.run(
+        [sys.executable, "-m", "musicrec.cli", "ingest", "--config", "conf/local.yaml", f"data.root={data}",
+         "data.size=tiny", "dataset.name=t", f"lake.root={lake}", f"mlflow.local_dir={tmp_path / 'ml'}",
+         *TEST_OVERRIDES, "runtime.log_level=WARNING"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("musicrec ingest: error:") and "flat/tiny/listens.parquet" in last, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower() or "exception" in line.lower()]
+    assert errors == [last], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "\tat " not in proc.stderr
+    assert not lake.exists()

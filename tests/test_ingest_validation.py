@@ -15,9 +15,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import corrupt_data_pages, truncate
 from musicrec.data import validate
 from musicrec.data.ingest import run_ingest
-from musicrec.data.yambda import EVENT_FILES
+from musicrec.data.yambda.layout import EVENT_FILES
 from musicrec.errors import InputError
 from musicrec.lake.delta import read_arrow
 from musicrec.lake.tables import table_path
@@ -231,6 +232,18 @@ def test_empty_files(spark, data_root, make_config):
     summary = run_ingest(config, spark)
     assert summary["rows_in"]["unlike"] == 0
     assert stat(config, "rows_in", "unlike") == 0
+
+
+def test_corrupt_data_pages_name_the_file(spark, data_root, make_config):
+    folder = write_flat(data_root, yambda_tables())
+    corrupt_data_pages(folder / "likes.parquet")  # the footer reads: the damage shows only in a job
+    expect_input_error(spark, make_config(), "flat/t/likes.parquet: corrupt Parquet data (", "nothing was written")
+
+
+def test_truncated_file_names_the_file(spark, data_root, make_config):
+    folder = write_flat(data_root, yambda_tables())
+    truncate(folder / "listens.parquet")
+    expect_input_error(spark, make_config(), "flat/t/listens.parquet: not a readable Parquet file", "truncated")
 
 
 # --- bad rows: quarantined with a reason, counted, excluded -------------------------------------

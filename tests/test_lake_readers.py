@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from musicrec.contract.schemas import spark_schema
 from musicrec.lake.delta import write_table
 from musicrec.lake.tables import PARTITIONING, table_path
@@ -53,6 +55,7 @@ def _run(script: str, env_extra: dict[str, str] | None = None) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.ray  # Ray Data in a fresh process
 def test_sequences_load_with_arrow_and_ray_without_pyspark(spark, tmp_path):
     root = str(tmp_path / "lake")
     path = table_path(root, DS, "sequences")
@@ -91,6 +94,7 @@ def test_sequences_load_with_arrow_and_ray_without_pyspark(spark, tmp_path):
     assert got["ray_k_type"] == "int"
 
 
+@pytest.mark.integration  # a fresh interpreter, so earlier imports cannot hide one
 def test_import_evaluate_and_readers_does_not_load_pyspark():
     got = _run(
         """

@@ -20,11 +20,23 @@ def test_unknown_family_names_the_known_ones():
         family_class("nope")
 
 
+def tiny(cls):
+    """The family's config scaled down to test size (a transformer trains one small epoch)."""
+    if cls.Config is None:
+        return None
+    small = {"embedding_dim": 8, "ffn_dim": 8, "num_blocks": 1, "max_epochs": 1, "batch_size": 16, "max_len": 8}
+    return cls.Config(**{key: value for key, value in small.items() if key in cls.Config.model_fields})
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_save_then_load_gives_identical_scores(family, tmp_path):
     rng = np.random.default_rng(0)
     train = [rng.integers(100, 140, size=n) * 2 for n in rng.integers(1, 30, size=40)]
-    fitted = fit_model(f"{family}[disc_track]", family_class(family)(seed=3), train, "disc_track", k=3, tasks=("T1",))
+    stamps = [np.arange(len(row)) * 3600 for row in train]  # decaypop learns from timestamps
+    cls = family_class(family)
+    fitted = fit_model(
+        f"{family}[disc_track]", cls(tiny(cls), seed=3), train, "disc_track", k=3, tasks=("T1",), timestamps=stamps
+    )
     histories = Ragged.from_lists([rng.integers(0, len(fitted.items), size=n) for n in (0, 1, 5)])
     loaded = load_model(fitted.save(tmp_path / family))
     assert (loaded.name, loaded.sequence, loaded.k, loaded.tasks) == (fitted.name, "disc_track", 3, ("T1",))

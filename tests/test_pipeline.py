@@ -13,10 +13,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
+from conftest import track_into
 from musicrec.data.generator import GeneratorParams, generate
-from musicrec.evaluate.protocols import EvalOptions, evaluate_holdout, predictions
-from musicrec.lake.readers import load_holdout, train_sequences
+from musicrec.evaluate.protocols import predictions
+from musicrec.lake.provenance import written_by
+from musicrec.lake.readers import load_holdout, table_version, train_sequences
 from musicrec.models import fit_model
 from musicrec.models.transition import Transition
 
@@ -46,19 +49,33 @@ def run(tmp_path_factory):
     return work, proc
 
 
+def _use_pipeline_store(work: Path) -> None:
+    """Read the pipeline's own MLflow store (reset after the test)."""
+    track_into(f"sqlite:///{work / 'mlflow' / 'mlflow.db'}")
+
+
 def _results(work: Path) -> pd.DataFrame:
-    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow' / 'mlflow.db'}")
+    """The pipeline's ``evaluation/results.csv``, as logged to its evaluate run."""
+    _use_pipeline_store(work)
     parent = mlflow.search_runs(experiment_names=["e2e/smoke"], filter_string="attributes.run_name = 'evaluate'")
     assert len(parent) == 1
     path = mlflow.artifacts.download_artifacts(run_id=parent.run_id[0], artifact_path="evaluation/results.csv")
     return pd.read_csv(path)
 
 
-def _value(df, model, task, variant="full", protocol="holdout", metric="ndcg", k=100) -> float:
+def _row(df, model, task, variant="full", protocol="holdout", metric="ndcg", k=100) -> pd.Series:
     row = df[(df.model == model) & (df.task == task) & (df.variant == variant) & (df.protocol == protocol)
              & (df.metric == metric) & (df.k == k)]
     assert len(row) == 1, (model, task, variant)
-    return float(row.value.iloc[0])
+    return row.iloc[0]
+
+
+def _value(df, model, task, variant="full", protocol="holdout", metric="ndcg", k=100) -> float:
+    return float(_row(df, model, task, variant, protocol, metric, k).value)
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
 
 
 def test_pipeline_writes_every_table_and_a_summary(run):
@@ -70,15 +87,34 @@ def test_pipeline_writes_every_table_and_a_summary(run):
 
 def test_evaluate_run_records_lineage_and_artifacts(run):
     work, _ = run
-    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow' / 'mlflow.db'}")
+    _use_pipeline_store(work)
     runs = mlflow.search_runs(experiment_names=["e2e/smoke"])
     parent = runs[runs["tags.mlflow.runName"] == "evaluate"].iloc[0]
     assert parent["params.table_version.sequences"] == "0"
-    assert parent["tags.git_commit"] != ""
+    # The commit of this checkout, marked dirty exactly when git sees local changes.
+    commit, _, dirty = parent["tags.git_commit"].partition("+")
+    assert commit == _git("rev-parse", "HEAD")
+    assert dirty == ("dirty" if _git("status", "--porcelain") else "")
     children = runs[runs["tags.mlflow.parentRunId"] == parent.run_id]
     assert {"mostpop", "transition"} == set(children["params.family"])
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.run_id, "evaluation")}
     assert {"evaluation/results.csv", "evaluation/ndcg.png", "evaluation/on_task_vs_general.csv"} <= artifacts
+
+
+def test_a_sequences_version_leads_to_the_preprocess_run_of_the_pipeline(run):
+    """Lineage: the commit of a `sequences` version names the run that wrote it and that run's config."""
+    work, _ = run
+    path = str(work / "lake" / "e2e" / "sequences")
+    meta = written_by(path, table_version(path))
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow' / 'mlflow.db'}")
+    prep = mlflow.get_run(meta["mlflow_run_id"])
+    assert prep.info.run_name == "preprocess" and prep.data.tags["config_hash"] == meta["config_hash"]
+    # The value the lake was built with: the tiny dataset's, as the pipeline resolved it.
+    assert prep.data.params["preprocess.popularity.recent_window"] == "175"
+    saved = mlflow.artifacts.download_artifacts(run_id=prep.info.run_id, artifact_path="config.yaml")
+    assert yaml.safe_load(Path(saved).read_text())["preprocess"]["popularity"]["min_users"] == 2  # an override
+    pipeline = mlflow.get_run(prep.data.tags["mlflow.parentRunId"])
+    assert pipeline.info.run_name == "pipeline" and pipeline.info.status == "FINISHED"
 
 
 def test_transition_beats_popularity_and_shuffling_hurts_it(run):
@@ -107,15 +143,15 @@ def test_score_cli_gives_back_the_evaluation_metrics(run, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     scored = json.loads(out.read_text())
-    expected = evaluate_holdout([model], lake, "e2e", "test", ("T1", "T2"), EvalOptions(ks=(10, 100)))
+    # What the pipeline itself measured for the same model: its results.csv artifact in MLflow.
+    expected = _results(work)
+    expected = expected[expected.split == "test"]
     for task in ("T1", "T2"):
         for metric in ("ndcg", "recall", "hr", "map", "mrr", "precision"):
             for k in (10, 100):
                 want = _value(expected, "transition[lh_track]", task, metric=metric, k=k)
                 assert scored[task][f"{metric}@{k}"] == pytest.approx(want, abs=1e-12)
-        assert scored[task]["users_evaluated"] == int(
-            expected[(expected.task == task)].users_evaluated.iloc[0]
-        )
+        assert scored[task]["users_evaluated"] == int(_row(expected, "transition[lh_track]", task).users_evaluated)
 
 
 def test_score_cli_rejects_bad_predictions_clearly(run, tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from conftest import random_events
 from musicrec.bench import polars_reference
-from musicrec.bench.preprocess import random_events
 from musicrec.lake.delta import read_arrow, write_table
 from musicrec.lake.tables import table_path
 from musicrec.prep import build

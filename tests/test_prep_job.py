@@ -15,8 +15,10 @@ import polars as pl
 import pyspark
 import pytest
 
-from musicrec.bench.preprocess import random_events
-from musicrec.lake.delta import read_arrow, table_version, write_table
+from conftest import TEST_OVERRIDES, random_events
+from musicrec.config import load_config
+from musicrec.lake.delta import read_arrow, table_version
+from musicrec.lake.snapshot import JobSnapshot
 from musicrec.lake.tables import table_path
 from musicrec.prep import stats
 from musicrec.prep.job import OUTPUT_TABLES, run_preprocess
@@ -44,6 +46,14 @@ def contents(lake_root: str, dataset: str) -> dict[str, list[tuple]]:
     return out
 
 
+def publish_events(spark, lake_root: str, dataset: str, events) -> None:
+    """An events table as ingest leaves it: committed and published in the dataset's snapshot."""
+    config = load_config(overrides=(*TEST_OVERRIDES, f"lake.root={lake_root}", f"dataset.name={dataset}"))
+    with JobSnapshot(spark, config, job="ingest") as snap:
+        snap.stage("events", spark.createDataFrame(events))
+        snap.publish()
+
+
 def versions(lake_root: str, dataset: str) -> dict[str, int]:
     return {t: table_version(table_path(lake_root, dataset, t)) for t in OUTPUT_TABLES}
 
@@ -51,9 +61,7 @@ def versions(lake_root: str, dataset: str) -> dict[str, int]:
 def test_rerun_is_identical_and_a_failed_run_changes_nothing(spark, config_for, monkeypatch):
     config = config_for(*SMALL)
     root, dataset = config.lake.root, config.dataset.name
-    write_table(
-        spark, spark.createDataFrame(random_events(3000, seed=5)), table_path(root, dataset, "events")
-    )
+    publish_events(spark, root, dataset, random_events(3000, seed=5))
 
     first = run_preprocess(config, spark)
     before = contents(root, dataset)
@@ -86,7 +94,8 @@ def test_missing_events_is_a_clear_input_error(spark, config_for):
 
 
 def submit_preprocess(spark_submit, master: str, lake: Path, *options: str):
-    overrides = (f"lake.root={lake}", "dataset.name=submit", "runtime.progress=false")
+    overrides = (f"lake.root={lake}", f"mlflow.local_dir={lake.parent / 'mlflow'}", "dataset.name=submit",
+                 "runtime.progress=false")
     return spark_submit("preprocess", *overrides, *SMALL, master=master, options=options)
 
 
@@ -94,9 +103,7 @@ def submit_preprocess(spark_submit, master: str, lake: Path, *options: str):
 def events_lake(spark, tmp_path_factory) -> Path:
     """A lake holding only an events table, copied by each submit test."""
     lake = tmp_path_factory.mktemp("submit") / "lake"
-    write_table(
-        spark, spark.createDataFrame(random_events(3000, seed=9)), table_path(str(lake), "submit", "events")
-    )
+    publish_events(spark, str(lake), "submit", random_events(3000, seed=9))
     return lake
 
 

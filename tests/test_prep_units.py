@@ -14,11 +14,12 @@ import pytest
 
 from conftest import TEST_OVERRIDES
 from musicrec.config import load_config
-from musicrec.lake.delta import read_arrow, write_table
+from musicrec.errors import InputError
+from musicrec.lake.delta import read_arrow, table_exists, write_table
 from musicrec.lake.tables import table_path
 from musicrec.prep import build, gts
 from musicrec.prep.holdout import user_split
-from musicrec.prep.job import run_preprocess
+from musicrec.prep.job import OUTPUT_TABLES, run_preprocess
 
 EVENTS_DDL = (
     "uid int, item_id int, artist_id int, album_id int, timestamp long, event_type string, "
@@ -37,17 +38,24 @@ def event(
     return (uid, item, artists.get(item), None, ts, kind, True, ratio if kind == "listen" else None, 200)
 
 
-def run_lake(spark, root, rows, *overrides: str) -> dict[str, pl.DataFrame]:
+def events_lake(spark, root, rows, *overrides: str):
+    """A lake holding only an ``events`` table of ``rows``; its config."""
     config = load_config(
         overrides=(*TEST_OVERRIDES, "runtime.spark.shuffle_partitions=2", f"lake.root={root}", *overrides)
     )
     path = table_path(config.lake.root, config.dataset.name, "events")
     write_table(spark, spark.createDataFrame(rows, EVENTS_DDL), path)
-    run_preprocess(config, spark)
-    tables = ("sequences", "user_splits", "holdout_examples", "gts_examples", "stats")
-    return {
-        t: pl.from_arrow(read_arrow(table_path(config.lake.root, config.dataset.name, t))) for t in tables
+    return config
+
+
+def run_lake(spark, root, rows, *overrides: str) -> dict[str, pl.DataFrame]:
+    """Every output table of preprocessing ``rows``, and the job's summary (one row, key ``summary``)."""
+    config = events_lake(spark, root, rows, *overrides)
+    summary = run_preprocess(config, spark)
+    tables = {
+        t: pl.from_arrow(read_arrow(table_path(config.lake.root, config.dataset.name, t))) for t in OUTPUT_TABLES
     }
+    return {**tables, "summary": pl.DataFrame([summary])}
 
 
 def stat(tables, section: str, name: str) -> float:
@@ -230,6 +238,51 @@ def test_holdout_examples(holdout_lake):
     }
     for name, value in expected_counts.items():
         assert stat(holdout_lake, "holdout", name) == value, name
+
+
+def test_duplicates_and_unmapped_artists_are_counted_and_summarised(holdout_lake):
+    lh = holdout_lake["sequences"].filter(
+        (pl.col("protocol") == "holdout") & (pl.col("k") == 1) & pl.col("name").is_in(["lh_track", "lh_artist"])
+    )
+    tracks = lh.filter(pl.col("name") == "lh_track")
+    # Independently from H(u) as written (lh_track): neighbours with the same item at the same second.
+    duplicates = sum(
+        sum(items[i] == items[i - 1] and ts[i] == ts[i - 1] for i in range(1, len(items)))
+        for items, ts in zip(tracks["items"].to_list(), tracks["timestamps"].to_list(), strict=True)
+    )
+    assert duplicates == 1  # user 1's two identical listens at 500, both kept
+    assert stat(holdout_lake, "histories", "duplicate_listens") == duplicates
+    summary = holdout_lake["summary"].row(0, named=True)
+    assert summary["duplicate_listens"] == duplicates
+    # Listens without an artist are those of lh_track missing from lh_artist.
+    in_histories = int(tracks["items"].list.len().sum())
+    unmapped = in_histories - int(lh.filter(pl.col("name") == "lh_artist")["items"].list.len().sum())
+    assert unmapped > 0 and summary["listens_in_histories"] == in_histories
+    assert summary["listens_without_artist"].startswith(f"{unmapped} of {in_histories} (")
+
+
+def _no_outputs(config) -> bool:
+    """No output table has a committed version (staged files, if any, are invisible)."""
+    return not any(table_exists(table_path(config.lake.root, config.dataset.name, t)) for t in OUTPUT_TABLES)
+
+
+def test_no_listens_is_a_clear_error(spark, tmp_path):
+    a = HOLDOUT_ARTISTS
+    config = events_lake(spark, tmp_path / "lake", [event(1, 100 + t, 10, a, kind="like") for t in range(5)])
+    with pytest.raises(InputError, match="holds no listen events") as info:
+        run_preprocess(config, spark)
+    assert "\n" not in str(info.value)
+    assert _no_outputs(config)
+
+
+def test_filters_that_leave_no_user_are_a_clear_error(spark, tmp_path):
+    a = HOLDOUT_ARTISTS
+    rows = [event(1, 100, 10, a), event(1, 110, 11, a), event(2, 100, 10, a)]  # fewer than min_len = 3 each
+    config = events_lake(spark, tmp_path / "lake", rows, "preprocess.min_len=3", "preprocess.popularity.min_users=1")
+    with pytest.raises(InputError, match="no user is left after the filters") as info:
+        run_preprocess(config, spark)
+    assert "length 3 -> 0 listens" in str(info.value) and "\n" not in str(info.value)
+    assert _no_outputs(config)
 
 
 # ---------------------------------------------------------------- global temporal split
@@ -419,7 +472,7 @@ def test_netting_cancels_a_like_followed_by_an_unlike():
 
 
 def test_events_at_or_after_test_end_are_counted(gts_lake):
-    # spec §7: events at or after test_end belong to no split; every event type counts.
+    # docs/temporal-split.md: events at or after test_end belong to no split; every event type counts.
     expected = sum(1 for row in gts_rows() if row[4] >= 100_000)
     assert expected == 2  # the listen and the like at test_end itself
     assert stat(gts_lake, "gts", "events_at_or_after_test_end") == expected

@@ -40,6 +40,7 @@ def test_config_show_prints_the_resolved_config(capsys):
     assert "seed: 5" in out and "name: synthetic-small" in out and "min_users: 5" in out
 
 
+@pytest.mark.integration  # the real command in its own process: exit code and stderr as a user sees them
 def test_a_bad_config_fails_before_any_work(tmp_path):
     lake = tmp_path / "lake"
     proc = subprocess.run(
@@ -76,6 +77,7 @@ def test_cluster_profile_requires_servers(monkeypatch):
     assert tracking_uri(config) == "http://127.0.0.1:5999"
 
 
+@pytest.mark.ray
 def test_local_ray_starts_in_process():
     import ray
 
@@ -92,14 +94,15 @@ def test_local_ray_starts_in_process():
 def test_bench_runner_logs_to_the_benchmarks_experiment(tmp_path):
     from musicrec.bench.run import run_bench
 
-    config = load_config(overrides=[f"mlflow.local_dir={tmp_path / 'ml'}"])
-    assert run_bench(config, "generate", "tiny") == {"benchmark": "generate", "sizes": ["tiny"]}
+    config = load_config(overrides=[f"mlflow.local_dir={tmp_path / 'ml'}", "bench.name=generate", "bench.sizes=tiny"])
+    setup_mlflow(config, "benchmarks", per_dataset=False)  # what the runner does for the bench verb
+    assert run_bench(config) == {"benchmark": "generate", "sizes": ["tiny"]}
     runs = mlflow.search_runs(experiment_names=["benchmarks"])
     assert len(runs) == 1
     assert runs["params.size"][0] == "tiny" and runs["params.benchmark"][0] == "generate"
     assert runs["metrics.events"][0] > 0 and runs["metrics.events_per_s"][0] > 0
     with pytest.raises(InputError, match="presets"):
-        run_bench(config, "generate", "huge")
+        run_bench(config.model_copy(update={"bench": config.bench.model_copy(update={"sizes": "huge"})}))
 
 
 def test_overrides_after_options_reach_every_verb(capsys):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -71,6 +73,7 @@ def score(capsys, lake: str, path: str, *extra: str) -> tuple[int, list[str], st
             "1",
             *extra,
             "runtime.log_level=WARNING",
+            f"mlflow.local_dir={Path(lake).parent / 'mlflow'}",  # every verb is an MLflow run: keep it here
         ]
     )
     out = capsys.readouterr()

@@ -1,4 +1,4 @@
-"""The pure task-sequence derivation (spec tasks-and-splits.md §4) against hand-worked and brute-force answers."""
+"""The pure task-sequence derivation (docs/tasks.md §4) against hand-worked and brute-force answers."""
 
 from __future__ import annotations
 

@@ -1,161 +1,130 @@
-"""The ``musicrec`` command: one verb per stage of the data flow (spec platform.md, "Entry points").
+"""The ``musicrec`` command and the ``jobs/<verb>.py`` entry points: one parser per verb, built from
+the registry (:mod:`musicrec.verbs`), for both.
 
-Every verb takes ``--config FILE`` (repeatable) and dotted ``key=value`` overrides, validates the
-merged config before doing any work, and logs the resolved config. Heavy libraries are imported
-only by the verb that needs them, so ``--help`` is instant.
+Every verb takes ``--config FILE`` (repeatable; later files win) and dotted ``key=value``
+overrides anywhere on the line, then its own flags, which are shorthands for config keys and win
+over both. The merged config is validated before any work. The console shows progress, the
+summary and where the outputs are; the resolved config is logged at DEBUG and saved with the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from musicrec.config import ConfigError, to_yaml
-from musicrec.contract import PROTOCOL_KINDS
-from musicrec.entry import add_config_args, config_from_args, run_job
+from musicrec.config import Config, load_config, to_yaml
+from musicrec.errors import ConfigError, MusicrecError
+from musicrec.verbs import PLANNED, REGISTRY, VERBS, Verb
 
-# Verbs of the spec that later work will build; they fail clearly instead of pretending.
-PLANNED = {
-    "train": "training models on Ray Train",
-    "tune": "Ray Tune sweeps",
-    "recommend": "batch recommendations",
-    "report": "experiment reports",
-}
+__all__ = ["PLANNED", "VERBS", "job_main", "main"]
+
+log = logging.getLogger("musicrec")
+EPILOG = "Example: musicrec pipeline --config conf/experiments/demo.yaml seed=7"
 
 
-def _generate(config) -> dict[str, Any]:
-    from musicrec.pipeline import run_generate
-
-    return run_generate(config)
-
-
-def _ingest(config, spark) -> dict[str, Any]:
-    from musicrec.data.ingest import run_ingest
-
-    return run_ingest(config, spark)
-
-
-def _preprocess(config, spark) -> dict[str, Any]:
-    from musicrec.prep.job import run_preprocess
-
-    return run_preprocess(config, spark)
-
-
-def _evaluate(config) -> dict[str, Any]:
-    from musicrec.evaluate.job import run_evaluate
-
-    return run_evaluate(config)
-
-
-def _pipeline(config) -> dict[str, Any]:
-    from musicrec.pipeline import run_pipeline
-
-    return run_pipeline(config)
-
-
-def _score(config, args) -> dict[str, Any]:
-    from musicrec.evaluate.job import run_score
-
-    return run_score(config, args)
-
-
-def _bench(config, args) -> dict[str, Any]:
-    from musicrec.bench.run import run_bench
-
-    return run_bench(config, args.name, args.sizes)
-
-
-# verb -> (help, function, needs_spark, takes_args)
-VERBS: dict[str, tuple[str, Callable[..., dict[str, Any]], bool, bool]] = {
-    "generate": ("write a synthetic dataset in the Yambda layout", _generate, False, False),
-    "ingest": ("validate Yambda files and write events/quarantine/stats (Spark)", _ingest, True, False),
-    "preprocess": ("filters, task sequences, holdout and temporal splits (Spark)", _preprocess, True, False),
-    "evaluate": ("evaluate the simple scorers on every task and protocol", _evaluate, False, False),
-    "pipeline": ("generate -> ingest -> preprocess -> evaluate, locally", _pipeline, False, False),
-    "score": ("score external predictions on the platform's protocols", _score, False, True),
-    "bench": ("run a benchmark (spec/performance.md) and log it to MLflow", _bench, False, True),
-}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="musicrec",
-        description="Music recommendation platform: Spark + Delta Lake data jobs, Ray training, MLflow tracking.",
-        epilog="Example: musicrec pipeline --config conf/experiments/demo.yaml seed=7",
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="YAML config (repeatable; later files override earlier ones), e.g. conf/local.yaml",
     )
-    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for verb, (help_text, *_rest) in VERBS.items():
-        p = sub.add_parser(verb, help=help_text, description=help_text)
-        add_config_args(p)
-        if verb == "generate":
-            p.add_argument("--preset", choices=["tiny", "small", "medium", "yambda-50m"], help="generator preset")
-            p.add_argument("--seed", type=int, help="generator seed (default: the config's seed)")
-            p.add_argument("--out", help="Yambda-layout root to write (default: data.root)")
-        elif verb == "score":
-            p.add_argument("--predictions", required=True, help="parquet with uid, task, items (best first)")
-            p.add_argument("--examples", choices=PROTOCOL_KINDS, required=True)
-            p.add_argument("--lake", help="lake root (default: lake.root)")
-            p.add_argument("--dataset", help="dataset name (default: dataset.name)")
-            p.add_argument("--split", default="test", help="holdout split or GTS window (default test)")
-            p.add_argument("--feedback", default="listen_plus", help="GTS feedback (default listen_plus)")
-            p.add_argument("--k", default="10,100", help="comma-separated cut-offs (default 10,100)")
-            p.add_argument("--out", help="write the metrics as JSON here")
-        elif verb == "bench":
-            p.add_argument("name", choices=["generate", "preprocess", "evaluate"], help="which benchmark")
-            p.add_argument("--sizes", default="", help="comma-separated sizes (benchmark-specific)")
-    for verb, help_text in PLANNED.items():
-        p = sub.add_parser(verb, help=f"{help_text} (not built yet)", description=f"{help_text}: not built yet")
-        add_config_args(p)
-    config = sub.add_parser("config", help="show the resolved config", description="show the resolved config")
-    config_sub = config.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add_config_args(config_sub.add_parser("show", help="print the merged, validated config as YAML"))
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. seed=7")
+
+
+def verb_parser(verb: Verb) -> argparse.ArgumentParser:
+    """The one parser of ``musicrec <verb>`` and ``jobs/<verb>.py``."""
+    parser = argparse.ArgumentParser(prog=f"musicrec {verb.name}", description=verb.help, epilog=EPILOG)
+    for flag in verb.flags:
+        parser.add_argument(flag.name, choices=flag.choices, help=flag.help)
+    _add_config_args(parser)
     return parser
 
 
-def _cli_overrides(args: argparse.Namespace) -> list[str]:
-    """Verb flags are shorthands for config keys, applied after the files and overrides."""
-    extra: list[str] = []
-    if getattr(args, "preset", None):
-        extra.append(f"generate.preset={args.preset}")
-    if getattr(args, "seed", None) is not None:
-        extra.append(f"seed={args.seed}")
-    if args.verb == "generate" and args.out:
-        extra.append(f"data.root={args.out}")
-    if args.verb == "score":
-        if args.lake:
-            extra.append(f"lake.root={args.lake}")
-        if args.dataset:
-            extra.append(f"dataset.name={args.dataset}")
-    return extra
+def _config_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="musicrec config", description="show the resolved config")
+    parser.add_argument("action", choices=["show"], help="print the merged, validated config as YAML")
+    _add_config_args(parser)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser: lists the verbs; each verb's arguments are parsed by :func:`verb_parser`."""
+    parser = argparse.ArgumentParser(
+        prog="musicrec",
+        description="Music recommendation platform: Spark + Delta Lake data jobs, Ray training, MLflow tracking.",
+        epilog=EPILOG,
+    )
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for verb in REGISTRY.values():
+        sub.add_parser(verb.name, help=verb.help if verb.built else f"{verb.help} (not built yet)")
+    sub.add_parser("config", help="show the resolved config")
+    return parser
+
+
+def _flag_settings(verb: Verb, args: argparse.Namespace) -> list[tuple[str, Any, str]]:
+    out = []
+    for flag in verb.flags:
+        text = getattr(args, flag.name.lstrip("-").replace("-", "_"))
+        if text is None:
+            continue
+        try:
+            value = flag.parse(text)
+        except MusicrecError:
+            raise
+        except ValueError:
+            raise ConfigError(f"{flag.name}: not a valid value: {text!r}") from None
+        out += [(key, value, flag.name) for key in flag.keys]
+    return out
+
+
+def _parse(parser: argparse.ArgumentParser, verb: Verb | None, argv: Sequence[str]) -> Config:
+    # Intermixed: overrides may follow any option (`--config A k=v --config B k=v`).
+    args = parser.parse_intermixed_args(argv)
+    return load_config(args.config, args.overrides, _flag_settings(verb, args) if verb else ())
+
+
+def run(verb_name: str, argv: Sequence[str]) -> int:
+    """Parse ``argv`` for one verb, run it, print its summary; user errors become one line and an exit code."""
+    verb = REGISTRY[verb_name]
+    try:
+        config = _parse(verb_parser(verb), verb, argv)
+        # Imported first: MLflow configures its loggers on import, and ours must have the last word.
+        from musicrec.runner import run_verb
+        from musicrec.runtime.logs import setup_logging
+
+        setup_logging(config.runtime.log_level)
+        log.debug("%s: resolved config\n%s", verb_name, to_yaml(config))
+        summary = run_verb(verb_name, config)
+    except MusicrecError as e:
+        print(f"musicrec {verb_name}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    # argparse binds every positional at the first run of them, so in `bench generate --config F k=v`
-    # the overrides after the option are left over: they are still overrides; anything else is an error.
-    args, rest = parser.parse_known_args(argv)
-    stray = [a for a in rest if a.startswith("-") or "=" not in a]
-    if stray:
-        parser.error(f"unrecognized arguments: {' '.join(stray)}")
-    args.overrides = [*args.overrides, *rest]
-    if args.verb in PLANNED:
-        print(f"musicrec {args.verb}: {PLANNED[args.verb]} is not built yet", file=sys.stderr)
-        return 3
-    args.overrides = [*args.overrides, *_cli_overrides(args)]
-    try:
-        config = config_from_args(args)
-    except ConfigError as e:
-        print(f"musicrec {args.verb}: {e}", file=sys.stderr)
-        return 2
-    if args.verb == "config":
-        print(to_yaml(config), end="")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "config":
+        try:
+            print(to_yaml(_parse(_config_parser(), None, argv[1:])), end="")
+        except ConfigError as e:
+            print(f"musicrec config: error: {e}", file=sys.stderr)
+            return e.exit_code
         return 0
-    _help, fn, needs_spark, takes_args = VERBS[args.verb]
-    if takes_args:
-        return run_job(args.verb, lambda cfg: fn(cfg, args), config, needs_spark=False)
-    return run_job(args.verb, fn, config, needs_spark=needs_spark)
+    if not argv or argv[0] not in REGISTRY:
+        build_parser().parse_args(argv[:1])  # prints the help, or names the missing or unknown verb; exits
+    return run(argv[0], argv[1:])
+
+
+def job_main(verb: str) -> int:
+    """The whole of ``jobs/<verb>.py``: the same parser and runner as ``musicrec <verb>``."""
+    return run(verb, sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
-"""The whole local flow: generate (if the data is absent) -> ingest -> preprocess -> evaluate."""
+"""The whole local flow: a declared list of verbs, each run as its own MLflow run under the pipeline's.
+
+Later work extends the flow by appending verbs to :data:`STEPS` (e.g. train, register,
+recommend, report), each one registry entry in :mod:`musicrec.verbs`.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,45 +15,63 @@ from musicrec.config import Config
 
 log = logging.getLogger(__name__)
 
+STEPS: tuple[str, ...] = ("generate", "ingest", "preprocess", "evaluate")
 
-def _data_present(config: Config) -> bool:
+
+def data_present(config: Config) -> bool:
     flat = Path(config.data.root) / "flat" / config.data.size
     return (flat / "listens.parquet").exists() or (flat / "multi_event.parquet").exists()
 
 
+# A step whose output is already there is skipped: the pipeline generates only absent data.
+SKIP_WHEN: dict[str, Callable[[Config], bool]] = {"generate": data_present}
+
+
 def run_generate(config: Config) -> dict[str, Any]:
-    """Write the configured synthetic preset as a Yambda-layout root at ``data.root``/``data.size``."""
+    """Write the configured synthetic preset as a Yambda-layout root at ``data.root``/flat/``data.size``.
+
+    ``--preset`` sets both ``generate.preset`` and ``data.size``. When a config sets them apart, the
+    folder is ``data.size`` (what ingest reads) and the command says so.
+    """
     from musicrec.data.generator import generate, preset
 
+    if config.generate.preset != config.data.size:
+        log.warning(
+            "generate.preset=%s is written as data.size=%s (into flat/%s); use --preset to set both",
+            config.generate.preset, config.data.size, config.data.size,
+        )
     params = preset(config.generate.preset, seed=config.seed, write_sequential=config.generate.write_sequential)
     summary = generate(params, config.data.root, size=config.data.size, progress=config.runtime.progress)
     keep = ("n_users", "n_items", "counts", "familiar_share", "skip_share")
-    return {"data_root": config.data.root, **{k: summary[k] for k in keep if k in summary}}
+    return {
+        "data_root": config.data.root,
+        "written": str(Path(config.data.root) / "flat" / config.data.size),
+        **{k: summary[k] for k in keep if k in summary},
+    }
+
+
+def _stop_spark() -> None:
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()
 
 
 def run_pipeline(config: Config) -> dict[str, Any]:
-    from musicrec.data.ingest import run_ingest
-    from musicrec.evaluate.job import run_evaluate
-    from musicrec.prep.job import run_preprocess
-    from musicrec.runtime.spark import get_spark
+    from musicrec.runner import run_verb
+    from musicrec.runtime.mlflow_setup import ui_hint
+    from musicrec.verbs import REGISTRY
 
     summary: dict[str, Any] = {}
-    steps = 4
-    t0 = time.perf_counter()
-    if _data_present(config):
-        log.info("[1/%d] data present under %s: not regenerating", steps, config.data.root)
-    else:
-        log.info("[1/%d] generating preset %s into %s", steps, config.generate.preset, config.data.root)
-        summary["generate"] = run_generate(config)
-    spark = get_spark(config, app_name="musicrec-pipeline")
-    log.info("[2/%d] ingest", steps)
-    summary["ingest"] = run_ingest(config, spark)
-    log.info("[3/%d] preprocess", steps)
-    summary["preprocess"] = run_preprocess(config, spark)
-    spark.stop()  # evaluation needs no Spark: give its memory back
-    log.info("[4/%d] evaluate", steps)
-    summary["evaluate"] = run_evaluate(config)
-    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    for i, step in enumerate(STEPS, 1):
+        if step in SKIP_WHEN and SKIP_WHEN[step](config):
+            log.info("[%d/%d] %s: skipped, its output is present under %s", i, len(STEPS), step, config.data.root)
+            continue
+        log.info("[%d/%d] %s", i, len(STEPS), step)
+        summary[step] = run_verb(step, config)
+        if REGISTRY[step].spark and not any(REGISTRY[later].spark for later in STEPS[i:]):
+            _stop_spark()  # the later steps need no Spark: give its memory back
     summary["lake"] = str(Path(config.lake.root) / config.dataset.name)
-    summary["mlflow_ui"] = f"mlflow ui --backend-store-uri sqlite:///{Path(config.mlflow.local_dir).resolve()}/mlflow.db"
+    summary["mlflow_ui"] = ui_hint(config)
     return summary

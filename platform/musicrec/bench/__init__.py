@@ -1,1 +1,1 @@
-"""Benchmarks (spec performance.md): each compares two implementations in the same run."""
+"""Benchmarks (docs/benchmarks.md): each compares two implementations in the same run."""

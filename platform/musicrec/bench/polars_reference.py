@@ -1,6 +1,6 @@
 """An independent single-machine implementation of the preprocessing transform, in Polars.
 
-It re-derives everything from the spec (tasks-and-splits.md §§1-7) with Polars
+It re-derives everything from docs/tasks.md, docs/holdout.md and docs/temporal-split.md with Polars
 expressions and shares no code with :mod:`musicrec.prep`: discoveries are
 ``cum_count`` over (user, item) == 1, condensation is ``len`` over (user, item) >= k, the
 user split hash is written again with Polars' wrapping uint64 arithmetic. The differential

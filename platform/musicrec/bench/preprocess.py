@@ -1,4 +1,4 @@
-"""Preprocessing benchmark (spec performance.md, ``preprocess``): Spark vs the Polars reference.
+"""Preprocessing benchmark (docs/benchmarks.md, ``preprocess``): Spark vs the Polars reference.
 
 Both engines run the same transform (events table -> sequences, user_splits,
 holdout_examples, gts_examples) on the same events, each in its own process so that its
@@ -9,7 +9,7 @@ is excluded. A cheap differential check compares per-table row counts and the nu
 sequence elements per (protocol, name, k).
 
 Events come from the synthetic generator (the Yambda-50M shape with users scaled to the
-requested size) or, with ``source="random"``, from :func:`random_events`.
+requested size).
 
     python -m musicrec.bench.preprocess --events 1000000 --workdir /tmp/bench-prep
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -27,17 +26,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from musicrec.contract import EVENT_TYPES
 from musicrec.contract.schemas import EVENTS as EVENTS_SCHEMA
 
-Source = Literal["generator", "random"]
 DATASET = "bench"
 # Generator preset whose shape (history lengths, catalogue) every size shares; users scale.
 SHAPE = "yambda-50m"
@@ -47,67 +44,18 @@ SHAPE_LISTENS_PER_USER = 4_400
 MIN_USERS_AT_47M = 20
 
 
-def random_events(n_events: int, seed: int = 0, days: int = 30) -> pa.Table:
-    """Events with the features the transform must handle, vectorised.
-
-    Heavy-tailed history lengths; about 60% of listens repeat an earlier track of the same
-    user (pointer jumping resolves chains of repeats); Zipf-like new tracks; 5% of tracks
-    unmapped; timestamps multiples of 5 with ties; exact duplicate events; null and skip
-    ratios; likes, unlikes and the other event types.
-    """
-    rng = np.random.default_rng(seed)
-    lengths = np.maximum(1, rng.lognormal(np.log(60), 1.0, size=max(1, n_events // 60)).astype(np.int64))
-    lengths = lengths[np.cumsum(lengths) <= n_events] if lengths.sum() > n_events else lengths
-    n = int(lengths.sum())
-    uid = np.repeat(np.arange(len(lengths), dtype=np.int64) * 7 + 3, lengths)
-    start = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    ts = rng.integers(0, days * 86_400 // 5, n) * 5
-    ts = ts[np.lexsort((ts, uid))]  # uid is sorted already: this sorts each user's times
-    n_items = max(50, n // 40)
-    fresh = (rng.zipf(1.3, n) - 1) % n_items
-    idx = np.arange(n)
-    repeat = (rng.random(n) < 0.6) & (idx > start)
-    parent = np.where(repeat, start + (rng.random(n) * (idx - start)).astype(np.int64), idx)
-    for _ in range(int(math.log2(max(2, lengths.max()))) + 2):
-        parent = parent[parent]
-    item = fresh[parent]
-    dup = rng.random(n) < 0.01
-    item = np.concatenate([item, item[dup]])
-    uid = np.concatenate([uid, uid[dup]])
-    ts = np.concatenate([ts, ts[dup]])
-    n = len(item)
-    kind = rng.choice(len(EVENT_TYPES), size=n, p=[0.9, 0.05, 0.02, 0.02, 0.01])
-    ratio = np.where(rng.random(n) < 0.3, rng.integers(0, 20, n), rng.integers(20, 130, n))
-    null_ratio = (rng.random(n) < 0.02) | (kind != 0)
-    artist = item // 4
-    unmapped = (item % 20) == 7
-    return pa.Table.from_arrays(
-        [
-            pa.array(uid, pa.int32()),
-            pa.array(item, pa.int32()),
-            pa.array(artist, pa.int32(), mask=unmapped),
-            pa.array(item // 10, pa.int32()),
-            pa.array(ts, pa.int64()),
-            pa.array(np.array(EVENT_TYPES, dtype=object)[kind], pa.string()),
-            pa.array(rng.random(n) < 0.5),
-            pa.array(ratio, pa.int32(), mask=null_ratio),
-            pa.array(np.full(n, 200), pa.int32(), mask=null_ratio),
-        ],
-        schema=EVENTS_SCHEMA,
-    )
-
-
 def generated_events(n_events: int, data_root: Path, seed: int = 0) -> pa.Table:
     """Events of the synthetic generator at about ``n_events`` listens, joined to their main artist and album."""
     from musicrec.data.generator import generate, preset
+    from musicrec.data.yambda.layout import EVENT_FILES
 
     n_users = max(1, round(n_events / SHAPE_LISTENS_PER_USER))
     shutil.rmtree(data_root, ignore_errors=True)
     generate(preset(SHAPE, n_users=n_users, seed=seed), data_root, size="bench", progress=False)
     flat = data_root / "flat" / "bench"
     parts = []
-    for event_type in EVENT_TYPES:
-        file = flat / f"{event_type}s.parquet"
+    for stem, event_type in EVENT_FILES.items():
+        file = flat / f"{stem}.parquet"
         if not file.exists():
             continue
         t = pq.read_table(file)
@@ -202,20 +150,14 @@ def _run_measured(args: list[str], env: dict[str, str]) -> Measured:
     return Measured(json.loads(out.strip().splitlines()[-1]), peak / 2**20, sum(cpu.values()))
 
 
-def _child_setup(
-    workdir: Path, n_events: int, source: Source, seed: int, overrides: list[str]
-) -> dict[str, Any]:
+def _child_setup(workdir: Path, n_events: int, seed: int, overrides: list[str]) -> dict[str, Any]:
     from musicrec.config import load_config
     from musicrec.lake.delta import write_table
     from musicrec.lake.tables import table_path
     from musicrec.runtime.spark import get_spark
 
     config = load_config(overrides=overrides)
-    events = (
-        random_events(n_events, seed)
-        if source == "random"
-        else generated_events(n_events, workdir / "data", seed)
-    )
+    events = generated_events(n_events, workdir / "data", seed)
     staging = workdir / "events.parquet"
     pq.write_table(events, staging, row_group_size=1 << 20)
     spark = get_spark(config, app_name="musicrec-bench-setup")
@@ -305,7 +247,6 @@ def bench_preprocess(
     n_events: int,
     *,
     workdir: str | Path,
-    source: Source = "generator",
     seed: int = 0,
     spark_master: str = "local[2]",
     driver_memory: str = "6g",
@@ -321,7 +262,7 @@ def bench_preprocess(
     me = [sys.executable, "-m", "musicrec.bench.preprocess", "--workdir", str(workdir), "--child"]
     tail = ["--overrides", *overrides]
     setup = _run_measured(
-        [*me, "setup", "--events", str(n_events), "--source", source, "--seed", str(seed), *tail], env
+        [*me, "setup", "--events", str(n_events), "--seed", str(seed), *tail], env
     ).result
     load = os.getloadavg()[0]
     spark = _run_measured([*me, "spark", *tail], env)
@@ -332,7 +273,6 @@ def bench_preprocess(
     return {
         "events": n,
         "listens": setup["listens"],
-        "source": source,
         "cores": os.cpu_count(),
         "load_average_before": round(load, 2),
         "spark_master": spark_master,
@@ -360,19 +300,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True, type=Path)
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--source", choices=["generator", "random"], default="generator")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", choices=["setup", "spark", "polars"])
     parser.add_argument("--overrides", nargs="*", default=[])
     args = parser.parse_args(argv)
     if args.child == "setup":
-        result = _child_setup(args.workdir, args.events, args.source, args.seed, args.overrides)
+        result = _child_setup(args.workdir, args.events, args.seed, args.overrides)
     elif args.child == "spark":
         result = _child_spark(args.overrides)
     elif args.child == "polars":
         result = _child_polars(args.workdir, args.overrides)
     else:
-        result = bench_preprocess(args.events, workdir=args.workdir, source=args.source, seed=args.seed)
+        result = bench_preprocess(args.events, workdir=args.workdir, seed=args.seed)
     print(json.dumps(result))
     return 0
 

@@ -1,8 +1,9 @@
-"""``musicrec bench <name>``: run a benchmark of spec/performance.md, print it, log it to MLflow.
+"""``musicrec bench <name>``: run a benchmark of docs/benchmarks.md, print it, log it to MLflow.
 
 Each benchmark compares two things in the same run on the same machine and reports the ratio;
 absolute figures are logged for reference but never asserted (these machines are shared and noisy).
-Results go to the MLflow experiment ``benchmarks``: parameters (sizes, cores, versions), metrics.
+Results go to the MLflow experiment ``benchmarks`` (the verb's run, one nested run per size):
+parameters (sizes, cores, versions), metrics.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from typing import Any
 import mlflow
 
 from musicrec.config import Config
-from musicrec.errors import InputError
-from musicrec.runtime.mlflow_setup import setup_mlflow
+from musicrec.errors import ConfigError, InputError
 
-DEFAULT_SIZES = {"generate": "yambda-50m", "preprocess": "1M,10M", "evaluate": "10000"}
+DEFAULT_SIZES = {"generate": "yambda-50m", "preprocess": "1M,10M", "evaluate": "10000", "train": "160k", "als": ""}
 
 
 def _count(text: str) -> int:
@@ -45,7 +45,8 @@ def _versions() -> dict[str, str]:
 
 
 def _generate(size: str, workdir: Path) -> dict[str, Any]:
-    from musicrec.data.generator import PRESETS, bench_generate
+    from musicrec.bench.generate import bench_generate
+    from musicrec.data.generator import PRESETS
 
     if size not in PRESETS:
         raise InputError(f"generate benchmark sizes are presets: {', '.join(PRESETS)}; got {size!r}")
@@ -59,7 +60,7 @@ def _preprocess(size: str, workdir: Path) -> dict[str, Any]:
 
 
 def _evaluate(size: str, workdir: Path) -> dict[str, Any]:
-    from musicrec.evaluate.ranking import bench_evaluate
+    from musicrec.bench.evaluate import bench_evaluate
 
     out: dict[str, Any] = {}
     for task in ("T1", "T2", "next_track"):
@@ -68,19 +69,41 @@ def _evaluate(size: str, workdir: Path) -> dict[str, Any]:
     return out
 
 
-RUNNERS = {"generate": _generate, "preprocess": _preprocess, "evaluate": _evaluate}
+def _train(size: str, workdir: Path, config: Config) -> dict[str, Any]:
+    from musicrec.bench.train import bench_train
+
+    # Size: the catalogue (items); the model and batch are the config's (the gSASRec preset by default).
+    return bench_train(config, workdir, n_items=_count(size))
 
 
-def run_bench(config: Config, name: str, sizes: str = "") -> dict[str, Any]:
-    if name not in RUNNERS:
-        raise InputError(f"unknown benchmark {name!r}; choose one of {', '.join(RUNNERS)}")
-    setup_mlflow(config, "benchmarks", per_dataset=False)
+def _als(size: str, workdir: Path, config: Config) -> dict[str, Any]:
+    from musicrec.bench.als import bench_als
+
+    # Size: a preprocessed dataset under lake.root (e.g. synthetic-medium, yambda-50m).
+    return bench_als(config, size)
+
+
+RUNNERS = {"generate": _generate, "preprocess": _preprocess, "evaluate": _evaluate, "train": _train, "als": _als}
+# Benchmarks that also take the config (the model they train, the lake they read).
+CONFIGURED = {"train", "als"}
+
+
+def check_bench(config: Config) -> None:
+    if config.bench.name is None:
+        raise ConfigError(f"bench needs a benchmark name: one of {', '.join(RUNNERS)} (bench.name)")
+
+
+def run_bench(config: Config) -> dict[str, Any]:
+    """Each size is one nested run of the active run (the verb's), in the experiment ``benchmarks``."""
+    name = config.bench.name
+    assert name is not None  # check_bench ran
     results: dict[str, Any] = {}
-    for size in (sizes or DEFAULT_SIZES[name]).split(","):
+    for size in (config.bench.sizes or DEFAULT_SIZES[name] or config.dataset.name).split(","):
         workdir = Path(tempfile.mkdtemp(prefix=f"musicrec-bench-{name}-"))
         try:
-            with mlflow.start_run(run_name=f"{name} {size}"):
-                figures = RUNNERS[name](size, workdir)
+            with mlflow.start_run(run_name=f"{name} {size}", nested=True):
+                runner = RUNNERS[name]
+                figures = runner(size, workdir, config) if name in CONFIGURED else runner(size, workdir)
                 mlflow.log_params({"benchmark": name, "size": size, "cores": os.cpu_count(), **_versions()})
                 mlflow.log_metrics({k: float(v) for k, v in figures.items() if isinstance(v, int | float)})
                 mlflow.log_dict(figures, "figures.json")

@@ -8,6 +8,7 @@ validation error names both the dotted key and where its value came from.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,10 @@ import yaml
 from pydantic import ValidationError
 
 from musicrec.config.schema import Config
+from musicrec.errors import ConfigError
 
 # A profile marks a value the user must supply (e.g. the cluster's lake root) with this.
 MISSING = "???"
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the key and its source."""
 
 
 def _merge(base: dict, top: dict, sources: dict[str, str], source: str, prefix: str = "") -> dict:
@@ -87,8 +85,16 @@ def _nest(key: str, value: Any) -> dict:
     return out
 
 
-def load_config(files: Sequence[str | Path] = (), overrides: Iterable[str] = ()) -> Config:
-    """Merge ``files`` then ``overrides`` onto the defaults and validate before any work starts."""
+def load_config(
+    files: Sequence[str | Path] = (),
+    overrides: Iterable[str] = (),
+    flags: Iterable[tuple[str, Any, str]] = (),
+) -> Config:
+    """Merge ``files``, then ``overrides``, then ``flags`` onto the defaults and validate before any work.
+
+    ``flags`` are typed values a verb's command-line flags set: ``(dotted key, value, flag)``,
+    e.g. ``("data.root", "out", "--out")``; errors name the flag as the value's source.
+    """
     sources: dict[str, str] = {}
     data: dict = {}
     for f in files:
@@ -97,31 +103,67 @@ def load_config(files: Sequence[str | Path] = (), overrides: Iterable[str] = ())
     for text in overrides:
         key, value = parse_override(text)
         data = _merge(data, _nest(key, value), sources, f"override {text!r}")
+    for key, value, flag in flags:
+        data = _merge(data, _nest(key, value), sources, f"flag {flag}")
     unset = [key for key, value in _leaves(data) if value == MISSING]
     if unset:
         raise ConfigError(
-            "invalid config: missing required value"
-            + "".join(f"\n  {key}: must be set (left as {MISSING} by {_source_of(key, sources)})" for key in unset)
+            _problems([f"{key}: must be set (left as {MISSING} by {_source_of(key, sources)})" for key in unset])
         )
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_describe(e, sources)) from None
+        raise ConfigError(_describe(e, sources, data)) from None
 
 
-def _describe(error: ValidationError, sources: dict[str, str]) -> str:
-    lines = [f"invalid config ({error.error_count()} problem{'s' if error.error_count() > 1 else ''}):"]
+def _problems(lines: list[str]) -> str:
+    """One problem fits on one line; several are listed one per line."""
+    if len(lines) == 1:
+        return f"invalid config: {lines[0]}"
+    return f"invalid config ({len(lines)} problems):" + "".join(f"\n  {line}" for line in lines)
+
+
+def _user_loc(loc: tuple, data: dict) -> list[str]:
+    """The key path as the user wrote it: a discriminated union (``model``) puts the chosen tag
+    (``als``) into the error location, which is not a key of the file."""
+    out, node = [], data
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("family") == part:
+            continue
+        out.append(str(part))
+        node = node.get(part) if isinstance(node, dict) else None
+    return out
+
+
+def _describe(error: ValidationError, sources: dict[str, str], data: dict) -> str:
+    lines = []
     for err in error.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        source = _source_of(key, sources)
+        key = ".".join(_user_loc(err["loc"], data))
         if err["type"] == "extra_forbidden":
             what = "unknown key"
         elif err["type"] == "missing":
             what = "missing required value"
+        elif isinstance(err.get("input"), dict):
+            # A cross-field check of a whole section: its input is the section, too long to echo.
+            what = err["msg"].removeprefix("Value error, ")
         else:
-            what = f"{err['msg']} (got {err.get('input')!r})"
-        lines.append(f"  {key}: {what}" + (f" [from {source}]" if source else ""))
-    return "\n".join(lines)
+            what = f"{err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})"
+        found = _sources_for(key, what, sources)
+        lines.append(f"{key}: {what}" + (f" [from {', '.join(found)}]" if found else ""))
+    return _problems(lines)
+
+
+def _sources_for(key: str, message: str, sources: dict[str, str]) -> list[str]:
+    """Where the value at ``key`` came from. A section-level (cross-field) error names the sources
+    of the fields its message mentions, e.g. the overrides that set min_len and max_len, rather
+    than the file that set the section as a whole."""
+    named = [
+        source
+        for dotted, source in sources.items()
+        if dotted.startswith(f"{key}.") and re.search(rf"\b{re.escape(dotted.rpartition('.')[2])}\b", message)
+    ]
+    found = named or [_source_of(key, sources)]
+    return [s for s in dict.fromkeys(found) if s]
 
 
 def _leaves(data: dict, prefix: str = "") -> list[tuple[str, Any]]:

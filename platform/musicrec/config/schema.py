@@ -1,4 +1,4 @@
-"""The typed config every verb shares (spec platform.md, "Config keys that every job shares").
+"""The typed config every verb shares (docs/platform.md, "Config").
 
 Unknown keys, wrong types and out-of-range values are errors: every model forbids extra keys
 and types are strict (a YAML string "3" is not an int), so a typo never silently becomes a default.
@@ -6,15 +6,32 @@ and types are strict (a YAML string "3" is not an int), so a typo never silently
 
 from __future__ import annotations
 
+import re
+import warnings
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from musicrec.contract import FEEDBACKS, PROTOCOL_KINDS, Feedback, ProtocolKind, Window
+from musicrec.config.models import FAMILY_NAMES, ClassicFamily, GSASRecConfig, ModelConfig
+from musicrec.config.section import Section
+from musicrec.contract import (
+    FEEDBACKS,
+    PROTOCOL_KINDS,
+    Feedback,
+    Protocol,
+    ProtocolKind,
+    Window,
+    parse_name,
+    task,
+)
 
+# `train.register` and the `register` section are named after the verb; pydantic warns that the name
+# shadows BaseModel's inherited ABC ``register`` classmethod, which no config uses.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+# Checked here, not by the JVM: a bad value must fail before any work, as one line, not as a Java trace.
+_SPARK_MASTER = re.compile(r"local(\[(\*|[1-9]\d*)(,[1-9]\d*)?\])?|spark://[^\s/]+|yarn|k8s://\S+")
+_JVM_MEMORY = re.compile(r"[1-9]\d*([kmgt]b?)?", re.IGNORECASE)
 
 
 class SparkConfig(Section):
@@ -23,6 +40,20 @@ class SparkConfig(Section):
     shuffle_partitions: int = Field(8, ge=1)
     # Extra Spark settings, passed through as given (e.g. spark.executor.memory on a cluster).
     conf: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("master")
+    @classmethod
+    def _master(cls, master: str) -> str:
+        if not _SPARK_MASTER.fullmatch(master):
+            raise ValueError("must be local, local[N], local[*], local[N,F], spark://HOST:PORT, yarn or k8s://URL")
+        return master
+
+    @field_validator("driver_memory")
+    @classmethod
+    def _memory(cls, memory: str) -> str:
+        if not _JVM_MEMORY.fullmatch(memory):
+            raise ValueError("must be a JVM memory size such as 512m or 6g")
+        return memory
 
 
 class RayConfig(Section):
@@ -53,6 +84,13 @@ class DatasetConfig(Section):
 class LakeConfig(Section):
     root: str = "lake"
     writer: Literal["auto", "spark_delta", "delta_rs"] = "auto"
+
+
+class VacuumConfig(Section):
+    # Files that versions younger than this no longer need stay (time travel within it works);
+    # Delta's own default is 7 days.
+    retention_hours: float = Field(168.0, ge=0.0)
+    dry_run: bool = False
 
 
 class MlflowConfig(Section):
@@ -135,7 +173,10 @@ class SessionsConfig(Section):
 class EvaluateConfig(Section):
     protocols: list[ProtocolKind] = Field(default_factory=lambda: list(PROTOCOL_KINDS), min_length=1)
     split: Window = "test"  # holdout split and GTS window evaluated
-    scorers: list[Literal["mostpop", "transition"]] = Field(default_factory=lambda: ["mostpop", "transition"])
+    # Families fitted with their default config on every training sequence (general vs on task)...
+    scorers: list[ClassicFamily] = Field(default_factory=lambda: ["mostpop", "transition"])
+    # ... or one trained model instead: an MLflow run id, a runs:/ or models:/ URI, or a saved-model folder.
+    model_uri: str = ""
     ks: list[int] = Field(default_factory=lambda: [10, 100], min_length=1)
     batch_size: int = Field(1024, ge=1)
     shuffle: bool = False
@@ -143,31 +184,116 @@ class EvaluateConfig(Section):
     sampled_n: int = Field(1000, ge=1)
 
 
-class ModelConfig(Section):
-    """Hyper-parameters of one model; defaults are paper 000's gSASRec (Table 2)."""
+class ScoreConfig(Section):
+    """The ``score`` verb: external predictions scored on the lake's examples."""
 
-    family: Literal["mostpop", "decaypop", "transition", "itemknn", "als", "bpr", "sasrec", "gsasrec", "bert4rec"] = (
-        "gsasrec"
-    )
-    embedding_dim: int = Field(128, ge=1)
-    num_blocks: int = Field(2, ge=1)
-    num_heads: int = Field(1, ge=1)
-    ffn_dim: int = Field(128, ge=1)
-    dropout: float = Field(0.09496, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.35520, ge=0.0)
-    learning_rate: float = Field(0.0031805, gt=0.0)
-    batch_size: int = Field(512, ge=1)
-    max_epochs: int = Field(100, ge=1)
-    negatives: int = Field(25, ge=1)
-    gbce_alpha: float | None = Field(0.17113, gt=0.0, le=1.0)
-    gbce_t: float = Field(0.55591, ge=0.0, le=1.0)
-    max_len: int = Field(200, ge=1)
-    # implicit MF
-    factors: int = Field(64, ge=1)
-    iterations: int = Field(15, ge=1)
-    regularization: float = Field(0.1, ge=0.0)
-    decay_hours: float = Field(24.0, gt=0.0)
-    neighbours: int = Field(100, ge=1)
+    predictions: str = ""  # parquet with uid, task, items (best first); required by the verb
+    examples: ProtocolKind | None = None  # required by the verb
+    split: Window = "test"  # holdout split or GTS window
+    feedback: Feedback = "listen_plus"  # GTS only
+    ks: list[int] = Field(default_factory=lambda: [10, 100], min_length=1)
+    out: str = ""  # write the metrics as JSON here; empty: print only
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, ks: list[int]) -> list[int]:
+        if any(k < 1 for k in ks):
+            raise ValueError("cut-offs must be integers >= 1")
+        return ks
+
+
+class BenchConfig(Section):
+    """The ``bench`` verb: which benchmark, at which sizes (empty: the benchmark's defaults)."""
+
+    name: Literal["generate", "preprocess", "evaluate", "train", "als"] | None = None  # required by the verb
+    sizes: str = ""
+
+
+class TrainConfig(Section):
+    """What ``musicrec train`` fits the configured ``model`` on, and how (Ray Train for the sequential families)."""
+
+    protocol: str = "holdout"  # holdout or gts_<window>_<feedback>: the `sequences` protocol trained on
+    sequence: str = "lh_track"
+    k: int = Field(1, ge=1)
+    # Version of `sequences` to read; None: the latest when the run starts (logged either way).
+    sequences_version: int | None = Field(None, ge=0)
+    num_cpus: int = Field(1, ge=1)  # CPUs the Ray task of a classic family reserves (implicit: model.num_threads)
+    output_dir: str = ""  # also keep the saved model folder here (it is always an MLflow artifact)
+    # Task whose holdout validation users drive early stopping; None: the sequence's own task
+    # (lh/disc: T1 or T3, fam: T2 or T4).
+    task: Literal["T1", "T2", "T3", "T4"] | None = None
+    # Ray Train scaling of the sequential families.
+    workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    gpus_per_worker: float = Field(0.0, ge=0.0)
+    use_gpu: bool = False
+    mixed_precision: bool = True  # bf16 autocast, on GPU only
+    # users: each worker keeps the users whose uid hash falls in its shard (memory ~ data / workers);
+    # replicated: every worker holds every user and the sampler splits each global batch by rank.
+    sharding: Literal["users", "replicated"] = "users"
+    checkpoint_every_steps: int = Field(0, ge=0)  # 0: at the end of each epoch only
+    max_failures: int = Field(0, ge=-1)  # FailureConfig(max_failures); -1: retry forever
+    storage_path: str = "ray_results"  # Ray Train checkpoints; shared storage (s3://, NFS) on a cluster
+    val_batch_size: int = Field(256, ge=1)
+    # Fine-tuning: start from a trained model (an MLflow run id or a saved model folder).
+    init_from: str = ""
+    # Test hook: worker rank 0 raises once at this global step (the fault-tolerance test).
+    fail_at_step: int | None = Field(None, ge=1)
+    # Register the trained model at the end (as `musicrec register` would, with the `register.*` settings).
+    register: bool = False
+
+    @field_validator("protocol")
+    @classmethod
+    def _protocol(cls, value: str) -> str:
+        return Protocol.parse(value).name
+
+    @field_validator("sequence")
+    @classmethod
+    def _sequence(cls, value: str) -> str:
+        parse_name(value)
+        return value
+
+
+def _task(name: str) -> str:
+    task(name)
+    return name
+
+
+class RegisterConfig(Section):
+    """``musicrec register``: a training run's model as ``<dataset>.<task>.<family>``, one version per run."""
+
+    run_id: str = ""  # the training run (required by the verb; train.register fills it itself)
+    # Tasks to register the model for; empty: every task the run logged validation metrics of.
+    tasks: list[str] = Field(default_factory=list)
+    k: int = Field(100, ge=1)  # top-K the served model returns unless a call passes its own
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, tasks: list[str]) -> list[str]:
+        return [_task(name) for name in tasks]
+
+
+class PromoteConfig(Section):
+    """``musicrec promote``: the ``champion`` alias of ``<dataset.name>.<task>.<family>`` to its best version."""
+
+    task: str = ""  # required by the verb
+    family: str = ""  # required by the verb
+    metric: str = "ndcg_at_100"  # validation metric compared (higher is better), as tagged: val/<metric>
+    version: int | None = Field(None, ge=1)  # promote this version instead of the best one
+    # Promote even when the version was evaluated on other Delta versions than the current champion.
+    force: bool = False
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, name: str) -> str:
+        return _task(name) if name else name
+
+    @field_validator("family")
+    @classmethod
+    def _family(cls, family: str) -> str:
+        if family and family not in FAMILY_NAMES:
+            raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(FAMILY_NAMES)}")
+        return family
 
 
 class Config(Section):
@@ -175,6 +301,7 @@ class Config(Section):
     data: DataConfig = DataConfig()
     dataset: DatasetConfig = DatasetConfig()
     lake: LakeConfig = LakeConfig()
+    vacuum: VacuumConfig = VacuumConfig()
     mlflow: MlflowConfig = MlflowConfig()
     seed: int = Field(42, ge=0)
     generate: GenerateConfig = GenerateConfig()
@@ -184,4 +311,9 @@ class Config(Section):
     gts: GtsConfig = GtsConfig()
     sessions: SessionsConfig = SessionsConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
-    model: ModelConfig = ModelConfig()
+    score: ScoreConfig = ScoreConfig()
+    bench: BenchConfig = BenchConfig()
+    train: TrainConfig = TrainConfig()
+    register: RegisterConfig = RegisterConfig()
+    promote: PromoteConfig = PromoteConfig()
+    model: ModelConfig = GSASRecConfig()

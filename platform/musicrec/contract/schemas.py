@@ -1,4 +1,4 @@
-"""Column contract of every lake table (spec platform.md, "Tables") and of the Yambda input files.
+"""Column contract of every lake table (docs/tables.md) and of the Yambda input files.
 
 Arrow is the one source: Spark schemas are derived with :func:`spark_schema` (which imports
 pyspark only when called, so Arrow, Ray and serving code can use this module without Spark).
@@ -31,7 +31,7 @@ EVENTS = pa.schema(
         ("track_length_seconds", pa.int32()),
     ]
 )
-# The Yambda files' own types (spec data.md); the lake widens or narrows them into EVENTS.
+# The Yambda files' own types (docs/data.md); the lake widens or narrows them into EVENTS.
 YAMBDA = pa.schema(
     [
         ("uid", pa.uint32()),

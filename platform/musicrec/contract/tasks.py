@@ -1,4 +1,4 @@
-"""Tasks, sequence names, protocols, splits and event types (spec tasks-and-splits.md §§4-7).
+"""Tasks, sequence names, protocols, splits and event types (docs/tasks.md, docs/holdout.md, docs/temporal-split.md).
 
 Every module that names a task, a sequence, a protocol or an event type takes it from here.
 Each ``Literal`` type is the source of its tuple of values (``typing.get_args``), so a type

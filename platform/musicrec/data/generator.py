@@ -1,4 +1,4 @@
-"""Synthetic Yambda generator (spec data.md, "The synthetic generator").
+"""Synthetic Yambda generator (docs/data.md, "The synthetic generator").
 
 Writes a directory in exactly the Yambda layout (flat, optionally sequential, mappings, audio
 embeddings) from a small generative model that is hard enough for the papers' effects to appear:
@@ -31,60 +31,45 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
-from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+from pydantic import ConfigDict, Field, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from musicrec.contract import EVENT_TYPES
-from musicrec.contract.schemas import YAMBDA
+from musicrec.data.yambda import layout
+from musicrec.data.yambda.layout import (
+    ALBUM_MAPPING,
+    ARTIST_MAPPING,
+    EMBEDDING_SCHEMA,
+    EVENT_FILES,
+    EVENT_TYPES,
+    MULTI_EVENT,
+)
+from musicrec.data.yambda.writer import YambdaWriter
 
 log = logging.getLogger(__name__)
 
-EVENT_FILES = ("listens", "likes", "dislikes", "unlikes", "undislikes", "multi_event")
+# The event files in the order chunks produce them: the separate files, then their union.
+EVENT_STEMS = (*EVENT_FILES, MULTI_EVENT)
+FEEDBACK_STEMS = EVENT_STEMS[1:5]
 DAY = 86_400
-SESSION_GAP = 1_800  # spec tasks-and-splits.md section 8: default session gap
+SESSION_GAP = 1_800  # docs/decisions.md: the default session gap
 SKIP_BELOW = 20
 
-
-def _yambda(*columns: str) -> pa.Schema:
-    return pa.schema([YAMBDA.field(c) for c in columns])
-
-
-LISTEN_SCHEMA = _yambda("uid", "item_id", "timestamp", "is_organic", "played_ratio_pct", "track_length_seconds")
-FEEDBACK_SCHEMA = pa.schema([LISTEN_SCHEMA.field(i) for i in range(4)])
-MULTI_SCHEMA = LISTEN_SCHEMA.append(YAMBDA.field("event_type"))
-ARTIST_SCHEMA = _yambda("artist_id", "item_id")
-ALBUM_SCHEMA = _yambda("album_id", "item_id")
-EMBEDDING_SCHEMA = pa.schema(
-    [
-        ("item_id", pa.uint32()),
-        ("embed", pa.list_(pa.float32())),
-        ("normalized_embed", pa.list_(pa.float32())),
-    ]
-)
-
-# Pinned so identical data gives identical bytes; dictionary encoding only where it pays off
-# (dictionary-encoding ids costs more time than it saves space under zstd).
-_WRITER_OPTIONS: dict[str, Any] = {
-    "compression": "zstd",
-    "compression_level": 1,
-    "version": "2.6",
-    "data_page_version": "1.0",
-    "write_statistics": True,
-    "store_schema": True,
-}
+LISTEN_SCHEMA = layout.schema("listens")
+FEEDBACK_SCHEMA = layout.schema("likes")
+MULTI_SCHEMA = layout.schema(MULTI_EVENT)
+ARTIST_SCHEMA = layout.schema(ARTIST_MAPPING)
+ALBUM_SCHEMA = layout.schema(ALBUM_MAPPING)
 _EMBED_BLOCK = 65_536
 _PLANNED_SECONDS_PER_LISTEN = 190  # slightly above the mean played time so sessions rarely overrun
 _TIME_BITS = 36  # timestamps and their differences fit in 35 bits; user offsets go above
@@ -94,72 +79,77 @@ _CALIBRATION_ROUNDS = 2
 # ----------------------------------------------------------------------------- parameters
 
 
-@dataclass(frozen=True)
-class GeneratorParams:
-    """Every knob of the generator; ``preset()`` gives the shipped shapes."""
+MAX_ID = 2**31 - 1  # ids must fit a signed 32-bit int once read (docs/tables.md)
+Share = Annotated[float, Field(ge=0, le=1)]
+SmallShare = Annotated[float, Field(ge=0, le=0.5)]
+Positive = Annotated[int, Field(ge=1)]
 
-    name: str = "custom"
+
+@pydantic_dataclass(
+    frozen=True, config=ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, validate_default=True)
+)
+class GeneratorParams:
+    """Every knob of the generator; ``preset()`` gives the shipped shapes.
+
+    Strict: a value of the wrong type (``"100"`` for an int, ``1`` for a bool) is an error naming
+    the field, as is a value out of its range.
+    """
+
+    name: Annotated[str, Field(pattern=r"^[^/\s](?:[^/]*[^/\s])?$")] = "custom"  # a folder name
     # scale
-    n_users: int = 300
-    n_items: int = 5_000
-    median_history: int = 200  # listens per user (log-normal median)
-    history_sigma: float = 1.1
-    min_history: int = 3
-    max_history: int = 60_000  # keeps a user's listening time well inside the period
+    n_users: Annotated[int, Field(ge=1, le=MAX_ID)] = 300
+    n_items: Annotated[int, Field(ge=1, le=MAX_ID)] = 5_000
+    median_history: Positive = 200  # listens per user (log-normal median)
+    history_sigma: Annotated[float, Field(ge=0, le=3)] = 1.1
+    min_history: Positive = 3
+    max_history: Positive = 60_000  # keeps a user's listening time well inside the period
     # catalogue
-    n_artists: int = 600
-    n_genres: int = 12
-    mean_album_size: float = 8.0
-    artist_zipf: float = 1.0
-    track_zipf: float = 0.9
-    multi_artist_share: float = 0.04
-    unmapped_share: float = 0.005
-    new_release_share: float = 0.25
-    graph_degree: int = 8
-    graph_decay: float = 0.6  # weight of the k-th neighbour relative to the (k-1)-th
-    graph_same_genre: float = 0.85
-    embed_dim: int = 64
+    n_artists: Annotated[int, Field(ge=1, le=MAX_ID)] = 600
+    n_genres: Annotated[int, Field(ge=1, le=1_000)] = 12
+    mean_album_size: Annotated[float, Field(ge=1)] = 8.0
+    artist_zipf: Annotated[float, Field(ge=0, le=3)] = 1.0
+    track_zipf: Annotated[float, Field(ge=0, le=3)] = 0.9
+    multi_artist_share: Share = 0.04
+    unmapped_share: SmallShare = 0.005
+    new_release_share: Share = 0.25
+    graph_degree: Annotated[int, Field(ge=1, le=64)] = 8
+    graph_decay: Annotated[float, Field(gt=0, le=1)] = 0.6  # weight of the k-th neighbour relative to the (k-1)-th
+    graph_same_genre: Share = 0.85
+    embed_dim: Annotated[int, Field(ge=2, le=4096)] = 64
     # users and sessions
-    days: int = 300  # history days; one more day (the test day) follows
-    taste_concentration: float = 0.3
-    session_mean: float = 12.0  # tracks per session, mean over users
-    run_mean: float = 4.0  # tracks per replay/walk run
-    late_start_share: float = 0.4  # users who join after day 0
-    churn_share: float = 0.1  # users who stop before the end
+    days: Annotated[int, Field(ge=2, le=45_000)] = 300  # history days (uint32 seconds); the test day follows
+    taste_concentration: Annotated[float, Field(gt=0)] = 0.3
+    session_mean: Annotated[float, Field(ge=1)] = 12.0  # tracks per session, mean over users
+    run_mean: Annotated[float, Field(ge=1)] = 4.0  # tracks per replay/walk run
+    late_start_share: Share = 0.4  # users who join after day 0
+    churn_share: Share = 0.1  # users who stop before the end
     # familiar vs discovery
-    familiar_target: float = 0.65
-    min_repeat_lag: int = 5
-    album_continue: float = 0.3
-    artist_continue: float = 0.2
-    # feedback
+    familiar_target: Annotated[float, Field(ge=0, lt=1)] = 0.65
+    min_repeat_lag: Positive = 5
+    album_continue: Share = 0.3
+    artist_continue: Share = 0.2
+    # feedback (the skip_* are logits)
     skip_base: float = -2.7
     skip_poor_fit: float = 2.5
     skip_novelty: float = 1.2
     skip_recommended: float = 0.3
-    partial_share: float = 0.12  # non-skips stopped between 20% and 95%
-    overplay_share: float = 0.03  # non-skips above 100% (rewinds)
-    organic_familiar: float = 0.65
-    organic_discovery: float = 0.3
-    like_rate: float = 0.04
-    dislike_rate: float = 0.005
-    unlike_share: float = 0.04
-    undislike_share: float = 0.1
-    null_share: float = 0.001  # listens with null played ratio and track length
+    partial_share: Share = 0.12  # non-skips stopped between 20% and 95%
+    overplay_share: Share = 0.03  # non-skips above 100% (rewinds)
+    organic_familiar: Share = 0.65
+    organic_discovery: Share = 0.3
+    like_rate: SmallShare = 0.04
+    dislike_rate: SmallShare = 0.005
+    unlike_share: Share = 0.04
+    undislike_share: Share = 0.1
+    null_share: SmallShare = 0.001  # listens with null played ratio and track length
     # execution
-    seed: int = 0
-    chunk_users: int = 250
-    workers: int = 1
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
+    chunk_users: Annotated[int, Field(ge=1, le=1_000_000)] = 250
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
     write_sequential: bool = False
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            kind = {"int": Integral, "float": Real, "bool": bool, "str": str}[str(f.type)]
-            if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-                raise ValueError(f"GeneratorParams.{f.name} must be {f.type}, got {value!r}")
-            rule = _RULES.get(f.name)
-            if rule is not None and not rule[0](value):
-                raise ValueError(f"GeneratorParams.{f.name} must be {rule[1]}, got {value!r}")
+    @model_validator(mode="after")
+    def _consistent(self) -> GeneratorParams:
         if not self.min_history <= self.median_history <= self.max_history:
             raise ValueError(
                 "GeneratorParams.median_history must lie within [min_history, max_history], got "
@@ -175,59 +165,8 @@ class GeneratorParams:
             raise ValueError(
                 f"GeneratorParams.max_history={self.max_history} listens do not fit in days={self.days}"
             )
+        return self
 
-
-def _share(v: float) -> bool:
-    return 0.0 <= v <= 1.0
-
-
-_RULES: dict[str, tuple[Any, str]] = {
-    "name": (lambda v: v != "" and "/" not in v and v.strip() == v, "a non-empty name without '/'"),
-    "n_users": (lambda v: 1 <= v <= 2**31 - 1, "in [1, 2**31 - 1]"),
-    "n_items": (lambda v: 1 <= v <= 2**31 - 1, "in [1, 2**31 - 1]"),
-    "median_history": (lambda v: v >= 1, ">= 1"),
-    "history_sigma": (lambda v: 0 <= v <= 3, "in [0, 3]"),
-    "min_history": (lambda v: v >= 1, ">= 1"),
-    "max_history": (lambda v: v >= 1, ">= 1"),
-    "n_artists": (lambda v: 1 <= v <= 2**31 - 1, "in [1, 2**31 - 1]"),
-    "n_genres": (lambda v: 1 <= v <= 1_000, "in [1, 1000]"),
-    "mean_album_size": (lambda v: v >= 1, ">= 1"),
-    "artist_zipf": (lambda v: 0 <= v <= 3, "in [0, 3]"),
-    "track_zipf": (lambda v: 0 <= v <= 3, "in [0, 3]"),
-    "multi_artist_share": (_share, "in [0, 1]"),
-    "unmapped_share": (lambda v: 0 <= v <= 0.5, "in [0, 0.5]"),
-    "new_release_share": (_share, "in [0, 1]"),
-    "graph_degree": (lambda v: 1 <= v <= 64, "in [1, 64]"),
-    "graph_decay": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "graph_same_genre": (_share, "in [0, 1]"),
-    "embed_dim": (lambda v: 2 <= v <= 4096, "in [2, 4096]"),
-    "days": (lambda v: 2 <= v <= 45_000, "in [2, 45000] (timestamps are uint32 seconds)"),
-    "taste_concentration": (lambda v: v > 0, "> 0"),
-    "session_mean": (lambda v: v >= 1, ">= 1"),
-    "run_mean": (lambda v: v >= 1, ">= 1"),
-    "late_start_share": (_share, "in [0, 1]"),
-    "churn_share": (_share, "in [0, 1]"),
-    "familiar_target": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "min_repeat_lag": (lambda v: v >= 1, ">= 1"),
-    "album_continue": (_share, "in [0, 1]"),
-    "artist_continue": (_share, "in [0, 1]"),
-    "skip_base": (math.isfinite, "finite"),
-    "skip_poor_fit": (math.isfinite, "finite"),
-    "skip_novelty": (math.isfinite, "finite"),
-    "skip_recommended": (math.isfinite, "finite"),
-    "partial_share": (_share, "in [0, 1]"),
-    "overplay_share": (_share, "in [0, 1]"),
-    "organic_familiar": (_share, "in [0, 1]"),
-    "organic_discovery": (_share, "in [0, 1]"),
-    "like_rate": (lambda v: 0 <= v <= 0.5, "in [0, 0.5]"),
-    "dislike_rate": (lambda v: 0 <= v <= 0.5, "in [0, 0.5]"),
-    "unlike_share": (_share, "in [0, 1]"),
-    "undislike_share": (_share, "in [0, 1]"),
-    "null_share": (lambda v: 0 <= v <= 0.5, "in [0, 0.5]"),
-    "seed": (lambda v: 0 <= v < 2**63, "in [0, 2**63)"),
-    "chunk_users": (lambda v: 1 <= v <= 1_000_000, "in [1, 1000000]"),
-    "workers": (lambda v: 1 <= v <= 64, "in [1, 64]"),
-}
 
 PRESETS: dict[str, GeneratorParams] = {
     # Hundreds of events for unit tests and smoke runs; reactions, their undoing and unmapped tracks
@@ -293,10 +232,7 @@ def preset(name: str, **overrides: Any) -> GeneratorParams:
     """A shipped preset with some fields replaced (and validated again)."""
     if name not in PRESETS:
         raise ValueError(f"unknown generator preset {name!r}; presets: {', '.join(PRESETS)}")
-    unknown = sorted(set(overrides) - {f.name for f in fields(GeneratorParams)})
-    if unknown:
-        raise ValueError(f"unknown GeneratorParams field(s) {unknown}")
-    return replace(PRESETS[name], **overrides)
+    return replace(PRESETS[name], **overrides)  # validated again; an unknown field is an error
 
 
 def _rng(seed: int, stream: int, index: int = 0) -> np.random.Generator:
@@ -821,7 +757,7 @@ def _multi_table(listens: pa.Table, feedback: dict[str, dict[str, np.ndarray]]) 
 
     Listens are already in that order and reactions are few, so each reaction's position comes from
     a binary search instead of sorting everything."""
-    parts = [(code, feedback[name]) for code, name in enumerate(EVENT_FILES[1:5], start=1)]
+    parts = [(code, feedback[name]) for code, name in enumerate(FEEDBACK_STEMS, start=1)]
     ou, ot, oi, oo = (
         np.concatenate([fb[col] for _, fb in parts]) for col in ("uid", "timestamp", "item_id", "is_organic")
     )
@@ -866,48 +802,6 @@ def _multi_table(listens: pa.Table, feedback: dict[str, dict[str, np.ndarray]]) 
     return pa.Table.from_arrays(cols, schema=MULTI_SCHEMA)
 
 
-def _sequential(table: pa.Table) -> pa.Table:
-    """One row per user with every other column as a list in time order."""
-    uid = table["uid"].to_numpy()
-    starts = np.flatnonzero(np.concatenate([[True], uid[1:] != uid[:-1]])) if len(uid) else np.zeros(0, int)
-    offsets = pa.array(np.append(starts, len(uid)).astype(np.int32))
-    cols = [pa.array(uid[starts], type=pa.uint32())]
-    names = ["uid"]
-    for name in table.column_names[1:]:
-        cols.append(pa.ListArray.from_arrays(offsets, table[name].combine_chunks()))
-        names.append(name)
-    return pa.Table.from_arrays(cols, names=names)
-
-
-class _Writers:
-    """One ParquetWriter per output file, written to ``*.partial`` and renamed when complete."""
-
-    def __init__(self) -> None:
-        self._open: dict[Path, pq.ParquetWriter] = {}
-
-    def write(self, path: Path, table: pa.Table, dictionary: tuple[str, ...] = ()) -> None:
-        writer = self._open.get(path)
-        if writer is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            writer = pq.ParquetWriter(
-                str(path) + ".partial", table.schema, use_dictionary=list(dictionary), **_WRITER_OPTIONS
-            )
-            self._open[path] = writer
-        writer.write_table(table, row_group_size=max(len(table), 1))
-
-    def close(self) -> None:
-        for path, writer in self._open.items():
-            writer.close()
-            os.replace(str(path) + ".partial", path)
-        self._open.clear()
-
-    def abort(self) -> None:
-        for path, writer in self._open.items():
-            writer.close()
-            Path(str(path) + ".partial").unlink(missing_ok=True)
-        self._open.clear()
-
-
 def _artist_pairs(cat: _Catalogue) -> tuple[np.ndarray, np.ndarray]:
     """(internal track, internal artist) rows of the artist mapping, unique, in track order."""
     extra = ~cat.unmapped[cat.extra_item]
@@ -917,17 +811,17 @@ def _artist_pairs(cat: _Catalogue) -> tuple[np.ndarray, np.ndarray]:
     return pairs >> 32, pairs & 0xFFFFFFFF
 
 
-def _write_catalogue(cat: _Catalogue, p: GeneratorParams, root: Path, writers: _Writers) -> None:
+def _write_catalogue(cat: _Catalogue, p: GeneratorParams, writer: YambdaWriter) -> None:
     track, artist = _artist_pairs(cat)
     art_item, art_id = cat.item_id[track], cat.artist_id[artist]
     order = np.lexsort((art_id, art_item))
-    writers.write(
-        root / "artist_item_mapping.parquet",
+    writer.mapping(
+        ARTIST_MAPPING,
         pa.Table.from_arrays([pa.array(art_id[order]), pa.array(art_item[order])], schema=ARTIST_SCHEMA),
     )
     order = np.argsort(cat.item_id)
-    writers.write(
-        root / "album_item_mapping.parquet",
+    writer.mapping(
+        ALBUM_MAPPING,
         pa.Table.from_arrays(
             [pa.array(cat.album_id[cat.album[order]]), pa.array(cat.item_id[order])], schema=ALBUM_SCHEMA
         ),
@@ -948,8 +842,7 @@ def _write_catalogue(cat: _Catalogue, p: GeneratorParams, root: Path, writers: _
         embed = (centroid[cat.genre[idx]] + offset[cat.artist[idx]] + noise) * scale
         normed = embed / np.linalg.norm(embed, axis=1, keepdims=True)
         offsets = pa.array(np.arange(len(idx) + 1, dtype=np.int32) * d)
-        writers.write(
-            root / "embeddings.parquet",
+        writer.embeddings(
             pa.Table.from_arrays(
                 [
                     pa.array(cat.item_id[idx], type=pa.uint32()),
@@ -972,7 +865,7 @@ class _Totals:
         self.item_counts = np.zeros(n_items, dtype=np.int64)
         self.history: list[np.ndarray] = []
         self.sessions: list[np.ndarray] = []
-        self.counts = dict.fromkeys(EVENT_FILES, 0)
+        self.counts = dict.fromkeys(EVENT_STEMS, 0)
 
     def add(self, stats: dict[str, Any], counts: dict[str, int]) -> None:
         for key, value in stats.items():
@@ -1077,14 +970,14 @@ def generate(
     cat = _build_catalogue(params)
     users = _build_users(params)
     n_chunks = -(-params.n_users // params.chunk_users)
-    writers = _Writers()
+    writer = YambdaWriter(out_root, size, params.write_sequential)
     totals = _Totals(cat.n)
     started = time.perf_counter()
     _STATE.update(catalogue=cat, users=users, params=params)
     try:
-        _write_catalogue(cat, params, root, writers)
+        _write_catalogue(cat, params, writer)
         for index, chunk in enumerate(_chunk_results(params, n_chunks)):
-            counts = _write_chunk(chunk, params, root / "flat" / size, root / "sequential" / size, writers)
+            counts = _write_chunk(chunk, writer)
             totals.add(chunk["stats"], counts)
             if progress:
                 log.info(
@@ -1094,9 +987,9 @@ def generate(
                     totals.counts["listens"],
                     time.perf_counter() - started,
                 )
-        writers.close()
+        writer.close()
     except BaseException:
-        writers.abort()
+        writer.abort()
         raise
     finally:
         _STATE.clear()
@@ -1129,37 +1022,11 @@ def _chunk_results(p: GeneratorParams, n_chunks: int):
             yield result
 
 
-def _write_chunk(
-    chunk: dict[str, Any], p: GeneratorParams, flat: Path, seq: Path, writers: _Writers
-) -> dict[str, int]:
+def _write_chunk(chunk: dict[str, Any], writer: YambdaWriter) -> dict[str, int]:
     tables = {"listens": _listen_table(chunk["listens"])}
-    for name in EVENT_FILES[1:5]:
+    for name in FEEDBACK_STEMS:
         tables[name] = _feedback_table(chunk[name])
-    tables["multi_event"] = _multi_table(tables["listens"], {k: chunk[k] for k in EVENT_FILES[1:5]})
+    tables[MULTI_EVENT] = _multi_table(tables["listens"], {k: chunk[k] for k in FEEDBACK_STEMS})
     for name, table in tables.items():
-        dictionary = ("event_type",) if name == "multi_event" else ()
-        writers.write(flat / f"{name}.parquet", table, dictionary)
-        if p.write_sequential:
-            seq_dict = ("event_type.list.element",) if name == "multi_event" else ()
-            writers.write(seq / f"{name}.parquet", _sequential(table), seq_dict)
+        writer.events(name, table)
     return {name: table.num_rows for name, table in tables.items()}
-
-
-def bench_generate(preset_name: str, out_root: str | Path) -> dict[str, float]:
-    """Generate a preset and report {events, seconds, events_per_s, peak_rss_mb} (all event rows;
-    peak RSS of this process plus its finished children, Linux kilobytes)."""
-    started = time.perf_counter()
-    summary = generate(preset(preset_name), out_root, progress=False)
-    seconds = time.perf_counter() - started
-    events = int(summary["counts"]["multi_event"])
-    peak_kb = (
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    )
-    return {
-        "events": events,
-        "listens": int(summary["counts"]["listens"]),
-        "seconds": seconds,
-        "events_per_s": events / seconds,
-        "peak_rss_mb": peak_kb / 1024,
-    }

@@ -1,6 +1,6 @@
 """The ingest job: Yambda files → ``events``, ``quarantine`` and the ``stats`` rows of job ``ingest``.
 
-Order of work, so that a failing run changes nothing (spec data.md, "Validation of input"):
+Order of work, so that a failing run changes nothing (docs/data.md, "Bad input"):
 
 1. open and check every file's presence and schema (no data read);
 2. one counting pass over all flagged rows (:func:`input_counts`): rows in, out and quarantined
@@ -9,7 +9,8 @@ Order of work, so that a failing run changes nothing (spec data.md, "Validation 
 3. stage the three tables (data files written, invisible to readers): the events in one more
    pass, joined to the heard items' main artist and album by broadcast; the quarantine in
    another pass only if step 2 found bad rows;
-4. commit them one after the other, only once all three are staged.
+4. commit them and publish the three versions as one snapshot (:mod:`musicrec.lake.snapshot`),
+   only once all three are staged.
 
 Rejected rows are listed in :mod:`musicrec.data.validate` (reasons in check order). Stats rows
 (section, name, value, detail): ``rows_in`` / ``rows_out`` per kind (event type, ``unknown`` for
@@ -36,16 +37,17 @@ from musicrec.config import Config
 from musicrec.contract import EVENT_TYPES
 from musicrec.contract.schemas import spark_schema
 from musicrec.data import validate
-from musicrec.data.yambda import ALBUM_MAPPING, ARTIST_MAPPING, YambdaInput, open_yambda
+from musicrec.data.yambda.layout import ALBUM_MAPPING, ARTIST_MAPPING
+from musicrec.data.yambda.reader import YambdaInput, check_present, open_yambda, read_errors
 from musicrec.errors import InputError
-from musicrec.lake.delta import commit, stage
-from musicrec.lake.tables import PARTITIONING, table_path
+from musicrec.lake.snapshot import JobSnapshot
+from musicrec.lake.tables import table_path
 
 log = logging.getLogger(__name__)
 
 JOB = "ingest"
 
-# The contract's columns (spec platform.md, "Tables"), all nullable: see conform().
+# The contract's columns (docs/tables.md), all nullable: see conform().
 EVENTS_SCHEMA = spark_schema("events")
 QUARANTINE_SCHEMA = spark_schema("quarantine")
 STATS_SCHEMA = spark_schema("stats")
@@ -247,6 +249,11 @@ def persisted(df: DataFrame) -> Iterator[DataFrame]:
         df.unpersist()
 
 
+def check_input(config: Config, spark: SparkSession) -> None:
+    """The files ingest reads are there, checked before its run opens."""
+    check_present(spark, config.data)
+
+
 def run_ingest(config: Config, spark: SparkSession) -> dict[str, Any]:
     """Read, validate and write one Yambda-layout dataset into the lake; return a summary."""
     source: YambdaInput = open_yambda(spark, config.data)
@@ -259,7 +266,8 @@ def run_ingest(config: Config, spark: SparkSession) -> dict[str, Any]:
     artists = validate.flag_mapping(source.artists, "artist_id")
     albums = validate.flag_mapping(source.albums, "album_id")
     # Small (one row per group, user or item) and read up to three times: tally, stats, join.
-    with persisted(input_counts(events, artists, albums)) as counts:
+    # The first pass reads every input row: a damaged page fails it, named by read_errors.
+    with read_errors(source), persisted(input_counts(events, artists, albums)) as counts:
         tallies = tallies_of(counts)
         # A file without rows has no group in the tally; it still gets its (zero) rows_in line.
         seen = {t.source_file for t in tallies}
@@ -284,21 +292,12 @@ def run_ingest(config: Config, spark: SparkSession) -> dict[str, Any]:
                 "quarantine": (quarantined_rows(spark, tallies, events, artists, albums), None),
                 "stats": (stats, {"job": JOB}),
             }
-            staged = {
-                name: stage(
-                    spark,
-                    df,
-                    _path(config, name),
-                    partition_by=PARTITIONING[name],
-                    writer=config.lake.writer,
-                    replace_where=where,
-                )
-                for name, (df, where) in outputs.items()
-            }
-            # With the Delta jars the write itself happens at commit, so commit inside the
-            # `with`, while the cached frames are still there.
-            versions = {name: commit(s) for name, s in staged.items()}
+            with JobSnapshot(spark, config, job=JOB) as snap:
+                for name, (df, where) in outputs.items():
+                    snap.stage(name, df, replace_where=where)
+                versions = snap.publish()
 
+    event_tallies = [t for t in tallies if t.source_file in event_files]
     summary: dict[str, Any] = {
         "rows_in": by_kind(tallies),
         "rows_out": by_kind(tallies, quarantined=False),
@@ -306,10 +305,21 @@ def run_ingest(config: Config, spark: SparkSession) -> dict[str, Any]:
         "quarantine_share": round(share, 6),
         "users": events_profile["users"],
         "items": events_profile["items"],
+        "events_without_artist": _unmapped_line(
+            events_profile, sum(by_kind(event_tallies, quarantined=False).values())
+        ),
         "tables": posixpath.dirname(_path(config, "events")),
         "versions": versions,
     }
     return summary
+
+
+def _unmapped_line(profile: dict[str, int], events: int) -> str:
+    unmapped = profile["events_without_artist"]
+    return (
+        f"{unmapped} of {events} ({unmapped / max(events, 1):.1%}), on {profile['items_without_artist']} items "
+        "absent from the artist mapping: kept, with a null artist_id"
+    )
 
 
 def quarantined_rows(

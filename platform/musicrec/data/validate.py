@@ -1,4 +1,4 @@
-"""Row validation as pure Spark transforms (spec data.md, "Validation of input").
+"""Row validation as pure Spark transforms (docs/data.md, "Bad input").
 
 :func:`flag_events` and :func:`flag_mapping` add a ``reason`` column: null for a good row, else
 the name of the first failing check, in the order the check lists below give. Every check is a
@@ -65,7 +65,7 @@ def first_failing(checks: Sequence[Check]) -> Column:
 
 
 def flag_events(events: DataFrame, *, timestamp_min: int, timestamp_max: int) -> DataFrame:
-    """``events`` (the canonical frame of :mod:`musicrec.data.yambda`) plus ``reason``."""
+    """``events`` (the canonical frame of :mod:`musicrec.data.yambda.reader`) plus ``reason``."""
     return events.withColumn("reason", first_failing(event_checks(timestamp_min, timestamp_max)))
 
 

@@ -13,13 +13,12 @@ from musicrec.evaluate.protocols import (
     format_results,
     log_results,
 )
-from musicrec.evaluate.ranking import bench_evaluate, rank_users, topk
+from musicrec.evaluate.ranking import rank_users, topk
 
 __all__ = [
     "METRICS",
     "EvalOptions",
     "MetricResult",
-    "bench_evaluate",
     "compute_metrics",
     "coverage",
     "evaluate",

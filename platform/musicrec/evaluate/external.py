@@ -3,13 +3,13 @@
 Predictions are a table (or a Parquet file) with columns ``uid`` (integer), ``task``
 (string) and ``items`` (list of integer item ids, best first), one row per (uid, task).
 
-Decisions where the spec is silent:
+Decisions (also in docs/decisions.md):
 
 - A user of the examples with no prediction row for the task is evaluated with an
   empty list (zero hits), so leaving hard users out cannot raise a score.
 - Prediction rows whose uid is not among the task's examples are ignored and counted.
 - Only the tasks present in the predictions are scored.
-- The task's candidate filter (tasks-and-splits.md §5) is applied to the predictions
+- The task's candidate filter (docs/tasks.md §5) is applied to the predictions
   before cutting them to the largest k, so every model competes on the same
   candidates; the number of items it removed is reported.
 """

@@ -1,4 +1,4 @@
-"""The ``evaluate`` and ``score`` verbs: simple scorers on every task and protocol, logged to MLflow.
+"""The ``evaluate`` and ``score`` verbs: scorers or a trained model on every task and protocol, logged to MLflow.
 
 Each scorer is fitted twice per task: as a *general* model on the domain's listening history
 (``lh_track`` / ``lh_artist``, evaluated with the task's post-hoc candidate filter) and *on task*
@@ -7,10 +7,13 @@ on the task's own sequence (``disc_*`` / ``fam_*``) — the comparison of paper 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -18,13 +21,12 @@ import pandas as pd
 
 from musicrec.config import Config
 from musicrec.contract import DOMAINS, HOLDOUT, TASKS, Protocol, sequence_name
-from musicrec.errors import InputError
+from musicrec.errors import ConfigError, InputError
 from musicrec.evaluate.external import score_predictions
 from musicrec.evaluate.protocols import EvalOptions, evaluate, format_results, log_results
-from musicrec.lake.readers import load_gts, load_holdout, train_sequences
-from musicrec.models import family_class, fit_model
-from musicrec.runtime.mlflow_setup import setup_mlflow
-from musicrec.tracking.runs import log_lineage
+from musicrec.lake.readers import load_gts, load_holdout, read_training_sequences
+from musicrec.models import FittedModel, Model, family_class, fit_model, load_model
+from musicrec.tracking.runs import table_versions
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,51 @@ def _plot(df: pd.DataFrame, k: int):
     return fig
 
 
+def load_trained(uri: str) -> FittedModel:
+    """A model saved by ``musicrec train``: a saved-model folder, an MLflow run id (its ``model``
+    artifact), any MLflow artifact URI (``runs:/<id>/model``), or a registered model
+    (``models:/<dataset>.<task>.<family>@champion`` or ``/<version>``: evaluated on its task only)."""
+    from musicrec.registry.pyfunc import fitted_from_pyfunc
+
+    try:
+        if Path(uri).is_dir():
+            return load_model(uri)
+        artifact_uri = f"runs:/{uri}/model" if re.fullmatch(r"[0-9a-f]{32}", uri) else uri
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=artifact_uri, dst_path=tempfile.mkdtemp(prefix="musicrec-model-")
+        )
+        # A registered model is the pyfunc wrapping the saved folder (MLmodel at its root).
+        return fitted_from_pyfunc(local) if (Path(local) / "MLmodel").is_file() else load_model(local)
+    except Exception as e:  # noqa: BLE001 - MLflow raises several types for a wrong id or URI
+        raise InputError(f"evaluate.model_uri={uri!r}: no saved model there ({type(e).__name__}: {e})") from None
+
+
+def _scorer(config: Config, family: str) -> Model:
+    """A built-in scorer: the configured ``model`` when it is of that family (a preset), else the defaults."""
+    return family_class(family)(config.model if config.model.family == family else None, seed=config.seed)
+
+
+def _models(config: Config, proto: Protocol) -> Iterator[FittedModel]:
+    """The models evaluated on one protocol: the trained model of ``evaluate.model_uri``, or every
+    scorer fitted on every training sequence of the protocol (each read once, shared by the scorers)."""
+    if config.evaluate.model_uri:
+        yield load_trained(config.evaluate.model_uri)
+        return
+    for sequence, all_tasks in TRAINING:
+        # next_track / next_artist exist only in the GTS protocol.
+        tasks = tuple(t for t in all_tasks if t in proto.tasks)
+        train = read_training_sequences(config.lake.root, config.dataset.name, proto.name, sequence, 1)
+        for family in config.evaluate.scorers:
+            yield fit_model(
+                f"{family}[{sequence}]",
+                _scorer(config, family),
+                train.items,
+                sequence=sequence,
+                tasks=tasks,
+                timestamps=train.timestamps,
+            )
+
+
 def run_evaluate(config: Config) -> dict[str, Any]:
     options = EvalOptions(
         ks=tuple(config.evaluate.ks),
@@ -90,56 +137,50 @@ def run_evaluate(config: Config) -> dict[str, Any]:
         sampled_n=config.evaluate.sampled_n,
         sampled_seed=config.seed,
     )
-    setup_mlflow(config)
+    # Logs into the active run: the verb's run, opened by the runner with the config and lineage.
     split = config.evaluate.split
     tables = []
-    with mlflow.start_run(run_name="evaluate") as parent:
-        versions = log_lineage(config, READS)
-        for proto in _protocols(config):
-            protocol, label = proto.name, proto.feedback or proto.name
-            # Examples and training sequences are read once per protocol / sequence and shared
-            # by every scorer.
-            if proto.kind == "holdout":
-                examples = load_holdout(config.lake.root, config.dataset.name, split)
-            else:
-                examples = load_gts(config.lake.root, config.dataset.name, split, label)
-            for sequence, all_tasks in TRAINING:
-                # next_track / next_artist exist only in the GTS protocol.
-                tasks = tuple(t for t in all_tasks if t in proto.tasks)
-                train = train_sequences(config.lake.root, config.dataset.name, protocol, sequence, 1)
-                for scorer_name in config.evaluate.scorers:
-                    scorer = family_class(scorer_name)(seed=config.seed)
-                    model = fit_model(f"{scorer_name}[{sequence}]", scorer, train, sequence=sequence, tasks=tasks)
-                    log.info("evaluating %s on %s (%s)", model.name, label, ", ".join(tasks))
-                    df = evaluate([model], examples, protocol, split, options)
-                    with mlflow.start_run(run_name=f"{model.name} {label}", nested=True):
-                        mlflow.log_params(
-                            {
-                                "family": scorer_name,
-                                "training_sequence": sequence,
-                                "k": 1,
-                                "protocol": protocol,
-                                "tasks": ",".join(tasks),
-                                **{f"table_version.{n}": v for n, v in versions.items()},
-                            }
-                        )
-                        if len(df):
-                            log_results(df)
-                    if len(df):
-                        tables.append(df)
-        if not tables:
-            raise InputError(
-                f"no evaluation examples in {config.lake.root}/{config.dataset.name} for split "
-                f"{split!r}: too few users or events for gt_size={config.holdout.gt_size}?"
-            )
-        results = pd.concat(tables, ignore_index=True)
-        log_results(results, prefix="all/")
-        mlflow.log_text(format_results(results), "evaluation/results.txt")
-        # The printed table keeps the headline metrics; every metric is in MLflow.
-        text = format_results(results[results["metric"].isin(PRINTED_METRICS)])
-        relative = relative_to_general(results)
-        mlflow.log_text(relative.to_csv(index=False), "evaluation/on_task_vs_general.csv")
-        mlflow.log_figure(_plot(results, max(config.evaluate.ks)), "evaluation/ndcg.png")
+    versions = table_versions(config, READS)
+    if config.evaluate.model_uri:
+        mlflow.log_param("model_uri", config.evaluate.model_uri)
+    for proto in _protocols(config):
+        protocol, label = proto.name, proto.feedback or proto.name
+        # Examples are read once per protocol and shared by every model.
+        if proto.kind == "holdout":
+            examples = load_holdout(config.lake.root, config.dataset.name, split)
+        else:
+            examples = load_gts(config.lake.root, config.dataset.name, split, label)
+        for model in _models(config, proto):
+            log.info("evaluating %s on %s", model.name, label)
+            df = evaluate([model], examples, protocol, split, options)
+            with mlflow.start_run(run_name=f"{model.name} {label}", nested=True):
+                mlflow.log_params(
+                    {
+                        "family": model.model.family,
+                        "training_sequence": model.sequence,
+                        "k": model.k,
+                        "protocol": protocol,
+                        "tasks": ",".join(t for t in model.tasks or () if t in proto.tasks),
+                        **{f"table_version.{n}": v for n, v in versions.items()},
+                    }
+                )
+                if len(df):
+                    log_results(df)
+            if len(df):
+                tables.append(df)
+    if not tables:
+        raise InputError(
+            f"no evaluation examples in {config.lake.root}/{config.dataset.name} for split "
+            f"{split!r}: too few users or events for gt_size={config.holdout.gt_size}?"
+        )
+    results = pd.concat(tables, ignore_index=True)
+    log_results(results, prefix="all/")
+    mlflow.log_text(format_results(results), "evaluation/results.txt")
+    # The printed table keeps the headline metrics; every metric is in MLflow.
+    text = format_results(results[results["metric"].isin(PRINTED_METRICS)])
+    relative = relative_to_general(results)
+    mlflow.log_text(relative.to_csv(index=False), "evaluation/on_task_vs_general.csv")
+    mlflow.log_figure(_plot(results, max(config.evaluate.ks)), "evaluation/ndcg.png")
     print(text)
     k = max(config.evaluate.ks)
     headline = relative[(relative["metric"] == "ndcg") & (relative["k"] == k)]
@@ -150,29 +191,44 @@ def run_evaluate(config: Config) -> dict[str, Any]:
             .round(4)
             .to_string(index=False)
         )
-    return {"mlflow_run": parent.info.run_id, "result_rows": len(results), "table_versions": versions}
+    return {"result_rows": len(results), "table_versions": versions}
 
 
-def run_score(config: Config, args: argparse.Namespace) -> dict[str, Any]:
-    try:
-        ks = tuple(int(k) for k in args.k.split(","))
-    except ValueError:
-        ks = ()
-    if not ks or min(ks) < 1:
-        raise InputError(f"--k must be comma-separated positive integers (e.g. 10,100), got {args.k!r}")
+def check_score(config: Config) -> None:
+    """What ``score`` needs from the user, checked before its run opens."""
+    if not config.score.predictions:
+        raise ConfigError("score needs a predictions file: --predictions FILE (score.predictions)")
+    if config.score.examples is None:
+        raise ConfigError("score needs the examples to score on: --examples holdout|gts (score.examples)")
+    if "://" not in config.score.predictions and not Path(config.score.predictions).is_file():
+        raise InputError(f"predictions file {config.score.predictions} not found")
+
+
+def run_score(config: Config) -> dict[str, Any]:
+    score = config.score
+    assert score.examples is not None  # check_score ran
     try:
         result = score_predictions(
-            args.predictions,
-            args.examples,
+            score.predictions,
+            score.examples,
             config.lake.root,
             config.dataset.name,
-            split=args.split,
-            ks=ks,
-            feedback=args.feedback,
-            output_json=args.out,
+            split=score.split,
+            ks=tuple(score.ks),
+            feedback=score.feedback,
+            output_json=score.out or None,
         )
     except (ValueError, FileNotFoundError) as e:
         # Bad predictions or a missing file/table are the user's to fix: one clear line, no traceback.
         raise InputError(str(e)) from e
     print(json.dumps(result, indent=2, sort_keys=True, default=float))
-    return {"tasks": sorted(result), "written": args.out or "-"}
+    # Named as evaluate names them (``@`` is not allowed in MLflow metric names): test/T1/ndcg_at_10.
+    mlflow.log_metrics(
+        {
+            f"{score.split}/{task}/{name.replace('@', '_at_')}": float(value)
+            for task, scores in result.items()
+            for name, value in scores.items()
+            if isinstance(value, int | float) and math.isfinite(value)
+        }
+    )
+    return {"tasks": sorted(result), "written": score.out or "-"}

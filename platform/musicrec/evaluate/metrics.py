@@ -1,4 +1,4 @@
-"""Exact ranking metrics of spec metrics.md, vectorised over users.
+"""Exact ranking metrics of docs/metrics.md, vectorised over users.
 
 Rankings arrive as an int64 array ``ranked`` of shape (n_users, K), best first, padded
 with -1 where a user has fewer than K candidates; ground truth arrives as a

@@ -1,9 +1,9 @@
-"""Evaluation runners for the holdout (tasks-and-splits.md §6) and GTS (§7) protocols.
+"""Evaluation runners for the holdout (docs/holdout.md) and GTS (docs/temporal-split.md) protocols.
 
 A model input is always derived from the user's history in the task's domain with the
 shared pure derivation of :mod:`musicrec.prep.sequences` (``lh_track`` for a general
 model, ``disc_track`` k-condensed for an on-task T1 model, ...), while the candidate
-filter uses the full history (§5):
+filter uses the full history (docs/tasks.md §5):
 
 - holdout: the history is ``holdout_examples.history_items`` (before the cutoff);
 - GTS: the history is the user's ``lh_track`` / ``lh_artist`` (k=1) row of ``sequences``
@@ -32,7 +32,7 @@ import torch
 from musicrec.arrays import Ragged
 from musicrec.contract import GTS_TASKS, HOLDOUT, HOLDOUT_TASKS, Protocol, parse_name
 from musicrec.evaluate.metrics import METRICS, compute_metrics, coverage
-from musicrec.evaluate.ranking import ScoreFn, default_batch_size, rank_users, task_filter
+from musicrec.evaluate.ranking import ScoreFn, default_batch_size, rank_users_scored, task_filter
 from musicrec.lake.readers import TaskExamples, load_gts, load_holdout
 from musicrec.models import FittedModel
 from musicrec.prep.sequences import sequence_mask
@@ -63,7 +63,7 @@ class EvalOptions:
     ks: tuple[int, ...] = (10, 100)
     metrics: tuple[str, ...] = METRICS
     batch_size: int | None = None
-    # Shuffle ablation (metrics.md): set a seed to run it.
+    # Shuffle ablation (docs/metrics.md): set a seed to run it.
     shuffle_seed: int | None = None
     # Sampled evaluation (paper 001 §4.1), never the default.
     sampled: bool = False
@@ -107,10 +107,29 @@ def rank_task(
     inputs = model_inputs(model, ex.history)
     if shuffle_seed is not None:
         inputs = shuffled(inputs, ex.uids, shuffle_seed)
-    filters = model.items.map_rows(ex.history)[0] if task_filter(ex.task) else inputs
+    return recommend(model, ex.history, ex.task, k, batch_size, inputs)[0]
+
+
+def recommend(
+    model: FittedModel,
+    history: Ragged,
+    task: str,
+    k: int,
+    batch_size: int | None = None,
+    inputs: Ragged | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k raw item ids (n_users, k; padded -1) and their scores (padded -inf) for users with these
+    histories (raw item ids in the task's domain, oldest first), under the task's candidate filter.
+
+    The model's input is derived from the history as for its training sequence (``inputs``
+    overrides it, e.g. shuffled); the filter uses the whole history. Evaluation and the served
+    model (:mod:`musicrec.registry.pyfunc`) both rank through here.
+    """
+    inputs = model_inputs(model, history) if inputs is None else inputs
+    filters = model.items.map_rows(history)[0] if task_filter(task) else inputs
     batch_size = batch_size or default_batch_size(len(model.items))
-    dense = rank_users(_score_fn(model, inputs), filters, ex.task, k, batch_size)
-    return model.items.to_raw(dense)
+    dense, scores = rank_users_scored(_score_fn(model, inputs), filters, task, k, batch_size)
+    return model.items.to_raw(dense), scores
 
 
 def predictions(model: FittedModel, examples: Sequence[TaskExamples], k: int = 100) -> pa.Table:

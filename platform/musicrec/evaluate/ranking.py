@@ -1,14 +1,13 @@
-"""Exact full-catalogue top-K with the task candidate filters (spec tasks-and-splits.md §5).
+"""Exact full-catalogue top-K with the task candidate filters (docs/tasks.md §5).
 
 Items are dense indices 0..n_items-1 in item-id order, so "ties broken by item id
-ascending" (metrics.md) is "ties broken by index ascending". ``torch.topk`` is not stable
+ascending" (docs/metrics.md) is "ties broken by index ascending". ``torch.topk`` is not stable
 on ties, so the boundary of the top-K is repaired explicitly; the filters are applied
 inside the ranking (masking or scoring only the history), never by over-fetching.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -143,7 +142,20 @@ def rank_users(
     k: int = 100,
     batch_size: int | None = None,
 ) -> np.ndarray:
-    """Top-k dense item indices (n_users, k), padded with -1, under the task's filter.
+    """Top-k dense item indices (n_users, k), padded with -1, under the task's filter
+    (:func:`rank_users_scored` without the scores)."""
+    return rank_users_scored(model, histories, task, k, batch_size)[0]
+
+
+def rank_users_scored(
+    model: ScoreFn | tuple[torch.Tensor, torch.Tensor],
+    histories: Rows,
+    task: str,
+    k: int = 100,
+    batch_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k dense item indices (n_users, k), padded with -1, under the task's filter, and their
+    float32 scores (padded with -inf).
 
     ``model`` is either ``score(start, stop)`` returning a fresh (stop - start, n_items)
     tensor of those users' scores (it is masked in place), or the pair
@@ -170,12 +182,13 @@ def rank_users(
     else:
         score = model
     out = np.empty((n_users, k), dtype=np.int64)
+    out_scores = np.empty((n_users, k), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, n_users, batch_size):
             stop = min(start + batch_size, n_users)
             scores = score(start, stop)
             batch = hist.rows(start, stop)
-            items, _ = topk(
+            items, values = topk(
                 scores,
                 k,
                 exclude=batch if kind == "exclude" else None,
@@ -183,61 +196,5 @@ def rank_users(
                 inplace=True,
             )
             out[start:stop] = items.cpu().numpy()
-    return out
-
-
-def bench_evaluate(
-    n_users: int = 10_000,
-    n_items: int = 160_000,
-    dim: int = 64,
-    k: int = 100,
-    task: str = "T1",
-    history_len: int = 500,
-    batch_size: int | None = None,
-    seed: int = 0,
-) -> dict[str, float | str]:
-    """Users/s of filtered exact top-k vs a bare batched matmul + ``torch.topk``.
-
-    Both run on the same random embeddings and batch size, interleaved batch by batch
-    (alternating which goes first) so that load from other processes hits both alike;
-    rates come from the median batch time over full batches. Each user has
-    ``history_len`` random history items for the filter. Spec bar: ratio >= 0.7.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    user_emb = torch.randn(n_users, dim, generator=gen)
-    item_emb = torch.randn(n_items, dim, generator=gen)
-    rng = np.random.default_rng(seed)
-    hist = Ragged(
-        rng.integers(0, n_items, size=n_users * history_len),
-        np.arange(n_users + 1, dtype=np.int64) * history_len,
-    )
-    bs = min(batch_size or default_batch_size(n_items), n_users)
-
-    def run(name: str, start: int, stop: int) -> None:
-        if name == "bare":
-            torch.topk(user_emb[start:stop] @ item_emb.t(), k, dim=1)
-        else:
-            rank_users((user_emb[start:stop], item_emb), hist.rows(start, stop), task, k, bs)
-
-    times: dict[str, list[float]] = {"bare": [], "filtered": []}
-    with torch.inference_mode():
-        for i, start in enumerate(range(0, n_users - bs + 1, bs)):
-            for name in ("bare", "filtered") if i % 2 == 0 else ("filtered", "bare"):
-                t0 = time.perf_counter()
-                run(name, start, start + bs)
-                times[name].append(time.perf_counter() - t0)
-    # Medians over full batches shrug off the load spikes of a shared machine.
-    bare_s, filtered_s = float(np.median(times["bare"])), float(np.median(times["filtered"]))
-    return {
-        "n_users": n_users,
-        "n_items": n_items,
-        "dim": dim,
-        "k": k,
-        "task": task,
-        "batch_size": bs,
-        "threads": torch.get_num_threads(),
-        "batches": len(times["bare"]),
-        "bare_users_per_s": bs / bare_s,
-        "filtered_users_per_s": bs / filtered_s,
-        "ratio": bare_s / filtered_s,
-    }
+            out_scores[start:stop] = values.float().cpu().numpy()
+    return out, out_scores

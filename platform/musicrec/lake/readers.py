@@ -1,14 +1,16 @@
 """Reads of lake tables without Spark: Arrow (delta-rs) and Ray Data.
 
 Evaluation, a Ray Train worker or a served model load what they need from here and never
-import pyspark. Every read goes through the Delta log, so readers see one committed version and
+import pyspark. Every read goes through the Delta log, at the version the last successful job
+published (:mod:`musicrec.lake.manifest`) unless told another, so readers see one consistent
+snapshot and
 partition values come from the log (whichever engine wrote the files):
 
 - :func:`read_arrow` / :func:`load_table`: one version of a table as an Arrow table, partition
   filters pushed down by delta-rs;
 - :func:`holdout_examples`, :func:`gts_examples`, :func:`load_holdout`, :func:`load_gts`,
-  :func:`train_sequences`: the evaluation examples and training sequences, typed
-  (:class:`TaskExamples`, raw item ids);
+  :func:`train_sequences`, :func:`read_training_sequences`: the evaluation examples and training
+  sequences, typed (:class:`TaskExamples`, :class:`TrainingSequences`, raw item ids);
 - :func:`sequences_dataset`: ``sequences`` rows as a Ray Dataset, with ``ray.data.read_delta``
   (Ray 2.60 builds it from delta-rs's ``to_pyarrow_dataset``, so the active files and the
   typed partition columns come from the log), filtered to a protocol, name, k and split.
@@ -28,6 +30,7 @@ from deltalake import DeltaTable
 
 from musicrec.arrays import Ragged
 from musicrec.contract import GTS_TASKS, HOLDOUT, HOLDOUT_TASKS, Protocol, task
+from musicrec.lake.manifest import manifest_version, pinned_version
 from musicrec.lake.tables import table_path
 from musicrec.models.items import rows_by_key
 
@@ -43,11 +46,20 @@ def _abs(path: str) -> str:
 
 
 def table_exists(path: str) -> bool:
-    return DeltaTable.is_deltatable(_abs(path))
+    """Whether readers see a table at ``path``: one a job published, or, in a dataset no job
+    has published to (a table from another tool), any Delta table. A table that only a failed
+    job's unpublished commits made does not exist for them."""
+    path = _abs(path)
+    if not DeltaTable.is_deltatable(path):
+        return False
+    return pinned_version(path) is not None or manifest_version(os.path.dirname(path.rstrip("/"))) is None
 
 
 def table_version(path: str) -> int:
-    return DeltaTable(_abs(path)).version()
+    """The version readers see: the one a job last published (see :mod:`manifest`), else the latest."""
+    path = _abs(path)
+    pinned = pinned_version(path)
+    return DeltaTable(path).version() if pinned is None else pinned
 
 
 def read_arrow(
@@ -57,8 +69,9 @@ def read_arrow(
     columns: Sequence[str] | None = None,
     filters: Filters | None = None,
 ) -> pa.Table:
-    """One version of a Delta table as an Arrow table, without Spark (evaluation, inference)."""
-    dt = DeltaTable(_abs(path), version=version)
+    """One version (default: the published one) of a Delta table as an Arrow table, without Spark."""
+    path = _abs(path)
+    dt = DeltaTable(path, version=table_version(path) if version is None else version)
     return dt.to_pyarrow_table(columns=list(columns) if columns else None, filters=filters)
 
 
@@ -186,12 +199,48 @@ def sequences_filters(protocol: str, name: str, k: int, split: str | None) -> Fi
     return filters + ([("split", "=", split)] if split is not None else [])
 
 
+@dataclass(frozen=True)
+class TrainingSequences:
+    """One (protocol, name, k) of ``sequences``, train split: one row per user (ascending uid),
+    raw item ids, timestamps aligned with the items, and the table version they were read from."""
+
+    uids: np.ndarray
+    items: Ragged
+    timestamps: Ragged
+    version: int
+
+
+def sequences_version(lake_root: str, dataset: str) -> int:
+    """The latest version of ``sequences`` (a training run pins it before reading)."""
+    return table_version(_existing(lake_root, dataset, "sequences"))
+
+
+def read_training_sequences(
+    lake_root: str,
+    dataset: str,
+    protocol: str = HOLDOUT.name,
+    name: str = "lh_track",
+    k: int = 1,
+    version: int | None = None,
+) -> TrainingSequences:
+    """Training sequences of ``protocol`` at ``version`` (None: the latest): the holdout's train
+    users, or every GTS user."""
+    path = _existing(lake_root, dataset, "sequences")
+    version = table_version(path) if version is None else version
+    table = read_arrow(
+        path, version=version, columns=["uid", "items", "timestamps"], filters=sequences_filters(protocol, name, k, "train")
+    ).sort_by("uid")
+    items, timestamps = Ragged.from_arrow(table["items"]), Ragged.from_arrow(table["timestamps"])
+    if not np.array_equal(items.offsets, timestamps.offsets):
+        raise ValueError(f"sequences ({protocol}, {name}, k={k}): items and timestamps differ in length")
+    return TrainingSequences(table["uid"].to_numpy().astype(np.int64), items, timestamps, version)
+
+
 def train_sequences(
     lake_root: str, dataset: str, protocol: str = HOLDOUT.name, name: str = "lh_track", k: int = 1
 ) -> list[np.ndarray]:
     """Training sequences (raw ids, by uid) of ``protocol``: holdout train users, or every GTS user."""
-    table = load_table(lake_root, dataset, "sequences", sequences_filters(protocol, name, k, "train"))
-    return Ragged.from_arrow(table.sort_by("uid")["items"]).to_lists()
+    return read_training_sequences(lake_root, dataset, protocol, name, k).items.to_lists()
 
 
 def sequences_dataset(
@@ -202,8 +251,10 @@ def sequences_dataset(
     k: int = 1,
     split: str | None = "train",
     columns: Sequence[str] | None = None,
+    version: int | None = None,
 ) -> ray.data.Dataset:
-    """``sequences`` rows of one (protocol, name, k) and split (None: every split) as a Ray Dataset.
+    """``sequences`` rows of one (protocol, name, k) and split (None: every split) as a Ray Dataset,
+    at ``version`` of the table (None: the published one).
 
     The partition filter goes to the Arrow scanner of each file, which skips files whose
     partition values (from the Delta log) cannot match; ``split`` is a column filter.
@@ -216,4 +267,9 @@ def sequences_dataset(
     for column, _, value in sequences_filters(protocol, name, k, split):
         term = ds.field(column) == value
         expression = term if expression is None else expression & term
-    return ray.data.read_delta(_abs(path), columns=list(columns) if columns else None, filter=expression)
+    return ray.data.read_delta(
+        _abs(path),
+        version=table_version(path) if version is None else version,
+        columns=list(columns) if columns else None,
+        filter=expression,
+    )

@@ -1,4 +1,4 @@
-"""Where each Delta table of the contract (spec platform.md, "Tables") lives, and how it is partitioned."""
+"""Where each Delta table of the contract (docs/tables.md) lives, and how it is partitioned."""
 
 from __future__ import annotations
 

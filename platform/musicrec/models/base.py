@@ -1,4 +1,4 @@
-"""The one interface every model family implements (models.md: fit, score, embeddings, save/load).
+"""The one interface every model family implements (docs/models.md: fit, score, embeddings, save/load).
 
 A model works on dense item indices 0..n_items-1 (:class:`~musicrec.models.items.ItemIndex`
 maps raw ids); the candidate filters, top-K, metrics and batch inference are written once,

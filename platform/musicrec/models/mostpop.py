@@ -1,4 +1,4 @@
-"""``mostpop``: score = number of training events of the item (models.md)."""
+"""``mostpop``: score = number of training events of the item (docs/models.md)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import numpy as np
 import torch
 
 from musicrec.arrays import Ragged
+from musicrec.config.models import MostPopConfig
 from musicrec.models.base import Model, TrainingData
 
 
 class MostPop(Model):
     family = "mostpop"
+    Config = MostPopConfig
     counts: torch.Tensor
 
     def fit(self, data: TrainingData) -> MostPop:

@@ -7,6 +7,7 @@ import scipy.sparse as sp
 import torch
 
 from musicrec.arrays import Ragged
+from musicrec.config.models import TransitionConfig
 from musicrec.models.base import Model, TrainingData
 
 
@@ -20,6 +21,7 @@ class Transition(Model):
     """
 
     family = "transition"
+    Config = TransitionConfig
     backoff: float = 1e-6
     matrix: sp.csr_matrix
     popularity: np.ndarray

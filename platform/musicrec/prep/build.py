@@ -1,7 +1,7 @@
 """The one shuffle by user, and per-user work over whole partitions with ``mapInArrow``.
 
 Events are hash-partitioned by ``uid`` once and sorted within partitions by the canonical
-order ``(uid, timestamp, item_id)`` (spec tasks-and-splits.md §1). Every per-user step after
+order ``(uid, timestamp, item_id)`` (docs/tasks.md §1). Every per-user step after
 that (window filters, sequences, examples) keeps that partitioning and order, so Spark adds
 no further exchange or sort; :func:`map_users` still asks for the sort explicitly, which
 Spark drops when the order is already known and performs when it is not.

@@ -1,4 +1,4 @@
-"""The event filters of spec tasks-and-splits.md §2, as DataFrame -> DataFrame transforms.
+"""The event filters of docs/tasks.md §2, as DataFrame -> DataFrame transforms.
 
 Each filter returns the kept listens and a one-row DataFrame of its counts (``rows_in``,
 ``rows_out``, ``users_in``, ``users_out`` and reason-specific columns), evaluated by the job

@@ -1,4 +1,4 @@
-"""Global temporal split (spec tasks-and-splits.md §7, paper 002 §4.1).
+"""Global temporal split (docs/temporal-split.md, paper 002 §4.1).
 
 Windows are half-open, in seconds, computed from ``test_end`` (``gts.last_timestamp``, or
 the largest timestamp of all events plus one)::
@@ -12,7 +12,7 @@ Each window has a stage: the validation stage trains on events before ``val_star
 the test stage on events before ``test_start - gap`` (which, as in Yambda with val_size = 0,
 includes the validation window and its gap). Events at or after ``test_end`` are ignored.
 
-Feedback (applied before splitting; the §2 filters do not apply): ``listen_plus`` = listens
+Feedback (applied before splitting; the docs/tasks.md §2 filters do not apply): ``listen_plus`` = listens
 with ``played_ratio_pct >= listen_plus_min_ratio_pct`` (null excluded); ``like`` = like
 events. With ``net_unlikes``, a like is dropped when the next like-or-unlike event of the
 same user and item is an unlike; netting looks only inside the period a like belongs to

@@ -1,4 +1,4 @@
-"""User-level holdout (spec tasks-and-splits.md §6): the user split and the last-``gt_size`` examples.
+"""User-level holdout (docs/holdout.md): the user split and the last-``gt_size`` examples.
 
 User split, reproducible by any engine: with 64-bit unsigned wrapping arithmetic,
 
@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from musicrec.contract import HOLDOUT, HOLDOUT_TASKS, SPLITS, task
+from musicrec.hashing import splitmix64
 from musicrec.prep.build import (
     ChunkFn,
     Histories,
@@ -41,14 +42,7 @@ SKIP_DETAIL = {
     TOO_FEW: "fewer than gt_size elements in the task's ground-truth sequence",
     EMPTY_HISTORY: "no event of the task's domain before the cutoff",
 }
-
-
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser on uint64 arrays (numpy wraps on overflow, as the definition needs)."""
-    z = np.asarray(x, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+DUPLICATE_DETAIL = "listens identical in (uid, item_id, timestamp) to the previous one; kept, each is a listen"
 
 
 def user_split(uid: np.ndarray, seed: int, ratios: Sequence[float]) -> np.ndarray:
@@ -163,6 +157,12 @@ def outputs_fn(p: HoldoutParams) -> ChunkFn:
             "holdout", counts, {k: SKIP_DETAIL[k.rsplit("/", 1)[1]] for k in counts if "skipped" in k}
         )
         yield count_batch("artists", artist_counts)
+        # Identical (uid, item_id, timestamp) listens are all kept (each is a listen), and counted.
+        # Canonical order puts them next to each other.
+        same = (h.group[1:] == h.group[:-1]) & (h.timestamp[1:] == h.timestamp[:-1]) & (h.item[1:] == h.item[:-1])
+        yield count_batch(
+            "histories", {"duplicate_listens": int(same.sum())}, {"duplicate_listens": DUPLICATE_DETAIL}
+        )
         yield count_batch("users", {HOLDOUT.name: h.n_users})
 
     return fn

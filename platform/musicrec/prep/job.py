@@ -28,12 +28,13 @@ a partitioned write makes Spark sort each task's rows by (protocol, name, k), ar
 included, which spills to local disk on large inputs; it is memory-safe, unlike concurrent
 writers, which would keep ~90 Parquet row-group buffers per task in the heap.
 
-Atomicity: every table is staged (data files written, invisible) before any is committed;
-the commits run last, one small log transaction each, so a run that fails while computing
-leaves every table at its previous version. Stats are committed with
-``replace_where={"job": "preprocess"}`` so other jobs' statistics stay.
+Atomicity: every table is staged (computed once, under the cache, and written, invisible to
+readers) and then the whole set is published as one snapshot (:mod:`musicrec.lake.snapshot`),
+so a run that fails at any point, between two table commits included, leaves readers on the
+previous snapshot. Stats are written with ``replace_where={"job": "preprocess"}`` so other
+jobs' statistics stay.
 
-Decisions where the spec is silent are documented in :mod:`filters`, :mod:`holdout`,
+Decisions (docs/decisions.md) are documented in :mod:`filters`, :mod:`holdout`,
 :mod:`gts` and :mod:`stats`; empty sequences get no row in ``sequences`` (counted as
 ``empty_users`` in stats), and ``user_splits`` holds the users of H(u).
 """
@@ -41,7 +42,6 @@ Decisions where the spec is silent are documented in :mod:`filters`, :mod:`holdo
 from __future__ import annotations
 
 import logging
-import posixpath
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -53,8 +53,9 @@ from pyspark.sql import functions as F
 from musicrec.config import Config
 from musicrec.contract import HOLDOUT, schemas
 from musicrec.errors import InputError
-from musicrec.lake.delta import Staged, commit, read_table, stage, table_exists
-from musicrec.lake.tables import PARTITIONING, table_path
+from musicrec.lake.delta import read_staged, table_exists
+from musicrec.lake.snapshot import JobSnapshot
+from musicrec.lake.tables import table_path
 from musicrec.prep import build, filters, gts, holdout, stats
 from musicrec.prep.build import HOLDOUT_LISTEN, OUTPUT_SCHEMA
 
@@ -110,17 +111,6 @@ def _user_streams(config: Config, events: DataFrame, windows: gts.Windows, cache
     )
 
 
-def _staged_sequences(spark: SparkSession, staged: Staged) -> DataFrame | None:
-    """The sequences just staged, read back from their files (or the deferred DataFrame of a native write)."""
-    if staged.native_df is not None:
-        return staged.native_df
-    if not staged.adds:
-        return None
-    # The known schema (partition columns included) spares Spark inferring it from every file.
-    folder = posixpath.join(staged.path, staged.adds[0].path.split("/", 1)[0])
-    return spark.read.schema(schemas.spark_schema(schemas.SEQUENCES)).parquet(folder)
-
-
 def _filter_counts(counts: dict[str, DataFrame]) -> dict[str, dict[str, int | None]]:
     """Every filter's one-row counts, as (filter, count, value) rows fetched in one Spark job."""
     long = [
@@ -139,8 +129,20 @@ def _filter_counts(counts: dict[str, DataFrame]) -> dict[str, dict[str, int | No
     return out
 
 
+def _filter_summary(counts: dict[str, dict[str, int | None]]) -> str:
+    """``consumption 120 -> 80 listens, ...``: where the listens went, filter by filter."""
+    return ", ".join(
+        f"{name} {c.get('rows_in') or 0} -> {c.get('rows_out') or 0} listens" for name, c in counts.items()
+    )
+
+
 def run_preprocess(config: Config, spark: SparkSession) -> dict[str, Any]:
-    """Compute and stage every output table, then commit them all; return a summary."""
+    """Compute and stage every output table, then publish them as one snapshot; return a summary."""
+    with JobSnapshot(spark, config, job=stats.JOB) as snap:
+        return _preprocess(config, spark, snap)
+
+
+def _preprocess(config: Config, spark: SparkSession, snap: JobSnapshot) -> dict[str, Any]:
     started = time.perf_counter()
     pre = config.preprocess
 
@@ -152,32 +154,34 @@ def run_preprocess(config: Config, spark: SparkSession) -> dict[str, Any]:
 
     if not table_exists(path("events")):
         raise InputError(f"no events table at {path('events')}; run the ingest job first")
-    events = read_table(spark, path("events"))
-    # One scan for both scalars. Events at or after test_end fall in no split (§7) and are counted;
-    # with the default test_end (the largest timestamp plus one) there are none.
+    events = snap.read("events")
+    # One scan for the scalars. Events at or after test_end fall in no split (docs/temporal-split.md)
+    # and are counted; with the default test_end (the largest timestamp plus one) there are none.
     last = config.gts.last_timestamp
     after_end = F.count_if(F.col("timestamp") >= last) if last is not None else F.lit(0)
-    max_ts, n_after_end = events.agg(F.max("timestamp"), after_end).first()  # type: ignore[misc]
+    listens = F.count_if(F.col("event_type") == "listen")
+    max_ts, n_after_end, n_listens = events.agg(F.max("timestamp"), after_end, listens).first()  # type: ignore[misc]
     if max_ts is None:
         raise InputError(f"the events table at {path('events')} is empty")
+    if not n_listens:
+        # Every sequence and every holdout example is made of listens: nothing to do without them.
+        raise InputError(
+            f"the events table at {path('events')} holds no listen events (was the listens file empty?); "
+            "nothing was written"
+        )
     windows = gts.plan_windows(config.gts, int(max_ts))
     log.info("preprocess: GTS windows %s", windows)
 
-    staged: dict[str, Staged] = {}
     # Each write task opens one file per partition value (90 of them in `sequences`); one task
     # per core keeps files few and large without losing parallelism.
     write_tasks = spark.sparkContext.defaultParallelism
+    rows_out: dict[str, int] = {}
 
-    def stage_table(table: str, df: DataFrame, **kwargs: Any) -> None:
-        staged[table] = stage(
-            spark,
-            df.coalesce(write_tasks),
-            path(table),
-            partition_by=PARTITIONING[table],
-            writer=config.lake.writer,
-            **kwargs,
-        )
-        done(f"staged {table} ({staged[table].rows} rows)")
+    def stage_table(table: str, df: DataFrame, **kwargs: Any) -> Any:
+        staged = snap.stage(table, df.coalesce(write_tasks), **kwargs)
+        rows_out[table] = staged.rows
+        done(f"staged {table} ({staged.rows} rows)")
+        return staged
 
     hp = holdout.HoldoutParams(
         config.seed, tuple(config.holdout.split_ratios), tuple(pre.ks), config.holdout.gt_size
@@ -189,7 +193,9 @@ def run_preprocess(config: Config, spark: SparkSession) -> dict[str, Any]:
         sequences = build.map_users(streams.histories, holdout.sequences_fn(hp), schemas.SEQUENCES).unionByName(
             build.map_users(streams.gts_events, gts.sequences_fn(gp), schemas.SEQUENCES)
         )
-        stage_table("sequences", sequences)
+        staged_sequences = read_staged(
+            spark, stage_table("sequences", sequences), schemas.spark_schema(schemas.SEQUENCES)
+        )
         outputs = cache.add(
             build.map_users(streams.histories, holdout.outputs_fn(hp), OUTPUT_SCHEMA).unionByName(
                 build.map_users(streams.gts_events, gts.outputs_fn(gp), OUTPUT_SCHEMA)
@@ -202,24 +208,33 @@ def run_preprocess(config: Config, spark: SparkSession) -> dict[str, Any]:
 
         rows = stats.count_rows(outputs.filter(tag == "count"))
         protocol_users = {name: value for section, name, value, _ in rows if section == "users"}
-        staged_sequences = _staged_sequences(spark, staged["sequences"])
         if staged_sequences is not None:
             rows += stats.sequence_rows(staged_sequences, protocol_users, pre.ks)
         filter_counts = _filter_counts(streams.filter_counts)
         for name, counts in filter_counts.items():
             rows += stats.filter_rows(name, counts)
+        if not protocol_users.get(HOLDOUT.name):
+            raise InputError(
+                f"no user is left after the filters ({_filter_summary(filter_counts)}); "
+                "relax preprocess.* for this data. Nothing was written"
+            )
         rows += stats.window_rows(windows, n_after_end)
         stage_table("stats", stats.stats_frame(spark, rows), replace_where={"job": stats.JOB})
-
-    versions = {table: commit(staged[table]) for table in OUTPUT_TABLES}
+        versions = snap.publish()
     done("committed " + ", ".join(f"{t} v{v}" for t, v in versions.items()))
+    counted = {(section, name): value for section, name, value, _ in rows}
+    in_histories = int(filter_counts["length"]["rows_out"] or 0)
+    unmapped = int(counted.get(("artists", f"{HOLDOUT.name}/unmapped_events"), 0))
     return {
         "events_max_timestamp": int(max_ts),
         "gts_test_end": windows.test_end,
         "gts_events_after_test_end": int(n_after_end),
         "users": int(protocol_users.get(HOLDOUT.name, 0)),
-        "listens_in_histories": filter_counts["length"]["rows_out"],
-        **{f"rows.{table}": staged[table].rows for table in OUTPUT_TABLES},
+        "listens_in_histories": in_histories,
+        "duplicate_listens": int(counted.get(("histories", "duplicate_listens"), 0)),
+        "listens_without_artist": f"{unmapped} of {in_histories} ({unmapped / max(in_histories, 1):.1%}): "
+        "in track sequences, left out of artist sequences",
+        **{f"rows.{table}": rows_out[table] for table in OUTPUT_TABLES},
         **{f"version.{table}": version for table, version in versions.items()},
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -4,7 +4,7 @@ One implementation serves batch preprocessing (many users at once, inside Spark'
 ``mapInArrow``) and evaluation/inference (one history at a time), so a discovery can
 never be counted differently in training data and in a model's input.
 
-Histories are passed as flat arrays in canonical order (spec tasks-and-splits.md §1)
+Histories are passed as flat arrays in canonical order (docs/tasks.md §1)
 together with a non-decreasing ``group`` array naming the user of each element; a
 single history is the case ``group = zeros``. Items < 0 stand for "no item" (an
 unmapped artist) and are never part of any sequence.

@@ -1,4 +1,4 @@
-"""The ``stats`` table of a preprocessing run (spec tasks-and-splits.md §9).
+"""The ``stats`` table of a preprocessing run (docs/tables.md, `stats`).
 
 One row per statistic: ``section``, ``name`` (a ``/``-separated path ending in the measure),
 ``value`` (double), ``detail`` (the reason, where there is one), ``job``. Sections:
@@ -10,6 +10,8 @@ One row per statistic: ``section``, ``name`` (a ``/``-separated path ending in t
   are exact (linear interpolation).
 - ``users``: users per protocol (``holdout``: users of H(u); GTS: users with training events).
 - ``artists``: events with no mapped artist (left out of artist sequences), per protocol.
+- ``histories``: ``duplicate_listens``, listens of H(u) identical in (uid, item_id, timestamp) to
+  the one before (kept: each is a listen).
 - ``holdout``: ``users/<split>`` and ``<task>/<split>/evaluated|skipped_*``.
 - ``gts``: ``boundaries/*`` in seconds, ``events_at_or_after_test_end`` (all event types; they
   belong to no split), and ``<window>/<feedback>/...`` user and target counts.

@@ -1,18 +1,20 @@
 """MLflow tracking and registry for a profile.
 
 local: a SQLite store and an artifact folder under ``mlflow.local_dir`` (no server); browse
-with ``mlflow ui --backend-store-uri sqlite:///<local_dir>/mlflow.db``. cluster: the
+with ``make mlflow-ui`` (see :func:`ui_hint`). cluster: the
 ``MLFLOW_TRACKING_URI`` of an MLflow server (or ``mlflow.tracking_uri``).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import mlflow
 
 from musicrec.config import Config
+from musicrec.errors import ConfigError
 
 
 def tracking_uri(config: Config) -> str:
@@ -26,16 +28,21 @@ def tracking_uri(config: Config) -> str:
     if config.runtime.profile == "cluster":
         if os.environ.get("MLFLOW_TRACKING_URI"):
             return os.environ["MLFLOW_TRACKING_URI"]
-        raise ValueError("runtime.profile=cluster needs mlflow.tracking_uri or MLFLOW_TRACKING_URI (an MLflow server)")
-    db = Path(config.mlflow.local_dir).resolve() / "mlflow.db"
-    db.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{db}"
+        raise ConfigError(
+            "runtime.profile=cluster needs an MLflow server: set MLFLOW_TRACKING_URI or mlflow.tracking_uri"
+        )
+    return f"sqlite:///{Path(config.mlflow.local_dir).resolve() / 'mlflow.db'}"
 
 
 def setup_mlflow(config: Config, experiment: str | None = None, *, per_dataset: bool = True) -> str:
     """Point MLflow at the profile's store and select ``<dataset>/<experiment>`` (or plain
     ``experiment`` when ``per_dataset`` is false, e.g. ``benchmarks``); returns its id."""
     uri = tracking_uri(config)
+    if not config.runtime.progress:
+        # MLflow draws a progress bar per artifact download (registering, evaluating a trained model).
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    if uri.startswith("sqlite:"):
+        Path(config.mlflow.local_dir).mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     name = experiment or config.mlflow.experiment
@@ -51,3 +58,16 @@ def setup_mlflow(config: Config, experiment: str | None = None, *, per_dataset: 
     experiment_id = mlflow.create_experiment(name, artifact_location=artifact_location)
     mlflow.set_experiment(name)
     return experiment_id
+
+
+def ui_hint(config: Config) -> str:
+    """A command that shows this config's runs, runnable as printed from the current directory."""
+    uri = tracking_uri(config)
+    if not uri.startswith("sqlite:"):
+        return f"open {uri}"
+    repo = Path(__file__).resolve().parents[3]
+    local_dir = Path(config.mlflow.local_dir).resolve()
+    if local_dir == repo / "mlflow" and Path.cwd().resolve() == repo and (repo / "Makefile").is_file():
+        return "make mlflow-ui"
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    return f"{mlflow_bin} ui --host 127.0.0.1 --port 5000 --backend-store-uri {uri}"

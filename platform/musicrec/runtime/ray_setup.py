@@ -8,6 +8,7 @@ import os
 import ray
 
 from musicrec.config import Config
+from musicrec.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ def init_ray(config: Config) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     elif config.runtime.profile == "cluster":
-        raise ValueError("runtime.profile=cluster needs runtime.ray.address or RAY_ADDRESS")
+        raise ConfigError("runtime.profile=cluster needs a Ray cluster: set RAY_ADDRESS or runtime.ray.address")
     else:
         ray.init(
             num_cpus=config.runtime.ray.num_cpus,

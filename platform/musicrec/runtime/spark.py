@@ -13,6 +13,7 @@ import sys
 from pyspark.sql import SparkSession
 
 from musicrec.config import Config
+from musicrec.runtime.jars import local_jars
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,11 @@ _LOCAL_DEFAULTS = {
     # Spark's job-commit marker must not land in Delta table folders.
     "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
     "spark.sql.parquet.compression.codec": "zstd",
+}
+# Delta's SQL commands (RESTORE, VACUUM) and catalog, once its jars are on the classpath.
+_DELTA_SESSION = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
 }
 
 
@@ -46,15 +52,38 @@ def get_spark(config: Config, app_name: str = "musicrec") -> SparkSession:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if not submitted:
         builder = builder.master(spark_cfg.master).config("spark.driver.memory", spark_cfg.driver_memory)
-    settings = {**_LOCAL_DEFAULTS, "spark.sql.shuffle.partitions": str(spark_cfg.shuffle_partitions)}
+    settings = {
+        **_LOCAL_DEFAULTS,
+        "spark.sql.shuffle.partitions": str(spark_cfg.shuffle_partitions),
+        # Delta's VACUUM lists a table's folders in this many tasks (default 10,000: minutes of
+        # empty tasks on a small machine); the shuffle width is the configured parallelism.
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(spark_cfg.shuffle_partitions),
+    }
     if config.runtime.profile == "cluster":
         # On a cluster the driver must be reachable by executors; only the local profile pins loopback.
         settings.pop("spark.driver.host")
         settings.pop("spark.driver.bindAddress")
+    jars = [] if submitted else local_jars()
+    if jars:
+        # Fetched by `make setup` into the venv; under spark-submit the JVM is already running,
+        # and its --jars / --packages (or the cluster's own classpath) decide.
+        settings.update({"spark.jars": ",".join(str(j) for j in jars), **_DELTA_SESSION})
     settings.update(spark_cfg.conf)
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN" if config.runtime.log_level != "DEBUG" else "INFO")
+    if spark.sparkContext.master.startswith("local"):
+        _quiet_task_failures(spark)
     log.info("Spark %s, master %s", spark.version, spark.sparkContext.master)
     return spark
+
+
+def _quiet_task_failures(spark: SparkSession) -> None:
+    """Local executors log into the user's console: a failing task (a corrupt input page, say)
+    would print its Java stack trace there, then the driver gets the same error as an exception,
+    which the job turns into one line or shows in full. The executors' copies are turned off."""
+    jvm = spark.sparkContext._jvm  # type: ignore[union-attr]
+    off = jvm.org.apache.logging.log4j.Level.OFF
+    for name in ("org.apache.spark.executor.Executor", "org.apache.spark.scheduler.TaskSetManager"):
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, off)

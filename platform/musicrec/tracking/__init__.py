@@ -1,1 +1,1 @@
-"""MLflow tracking: run lineage and logging conventions (spec platform.md, "MLflow conventions")."""
+"""MLflow tracking: run lineage and logging conventions (docs/platform.md, "MLflow")."""

@@ -1,4 +1,4 @@
-"""Open a Yambda-layout dataset (spec data.md) as Spark DataFrames, after checking it is usable.
+"""Open a Yambda-layout dataset (:mod:`.layout`) as Spark DataFrames, after checking it is usable.
 
 Every file is checked before any data is read: presence and non-zero size first (through
 Hadoop's FileSystem, so a local path and an object-store URI behave alike and a broken file
@@ -14,9 +14,12 @@ be shown as read (see :mod:`musicrec.data.validate`).
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
@@ -31,22 +34,20 @@ from pyspark.sql.types import (
 )
 
 from musicrec.config.schema import DataConfig
-from musicrec.contract import EVENT_TYPES
-from musicrec.contract.schemas import YAMBDA
+from musicrec.data.yambda import layout
+from musicrec.data.yambda.layout import (
+    ALBUM_MAPPING,
+    ARTIST_MAPPING,
+    EVENT_FILES,
+    INTERACTION_COLUMNS,
+    LISTEN_COLUMNS,
+    MULTI_EVENT,
+)
 from musicrec.errors import InputError
 
-# File stem → the event_type its rows carry (flat and sequential "separate" files).
-EVENT_FILES: dict[str, str] = {f"{t}s": t for t in EVENT_TYPES}
-MULTI_EVENT = "multi_event"
-ARTIST_MAPPING = "artist_item_mapping"
-ALBUM_MAPPING = "album_item_mapping"
-
-# Yambda's type of each column, for error messages; Spark reads uint32 as bigint, uint16 as int
-# and uint8 as smallint, and signed integers of any width are accepted as equivalent.
-YAMBDA_TYPES: dict[str, str] = {f.name: str(f.type) for f in YAMBDA}
+# Spark reads uint32 as bigint, uint16 as int and uint8 as smallint; signed integers of any
+# width are accepted as equivalent.
 _INTEGRAL = (ByteType, ShortType, IntegerType, LongType)
-INTERACTION_COLUMNS = ("uid", "item_id", "timestamp", "is_organic")
-LISTEN_COLUMNS = ("played_ratio_pct", "track_length_seconds")
 # The canonical events frame every layout is read into (integers as bigint, as read).
 EVENT_COLUMNS = ("source_file", "event_type", *INTERACTION_COLUMNS, *LISTEN_COLUMNS)
 
@@ -61,6 +62,7 @@ class YambdaInput:
     # Every file read → what its rows are: an event type, a mapping's name, or None where a
     # column carries the event type (multi_event).
     kinds: dict[str, str | None]
+    root: str = ""  # the data root the files are relative to
 
 
 @dataclass(frozen=True)
@@ -78,31 +80,27 @@ class _File:
 
 def required_files(data: DataConfig) -> list[_File]:
     """The files a run with this config reads, events first, then the two mappings."""
-    folder = posixpath.join(data.layout, data.size)
     listed = data.layout == "sequential"
-    if data.source == "multi_event":
-        columns = (*INTERACTION_COLUMNS, *LISTEN_COLUMNS, "event_type")
-        files = [_File(posixpath.join(folder, f"{MULTI_EVENT}.parquet"), columns, listed, None)]
-    else:
-        files = [
-            _File(
-                posixpath.join(folder, f"{stem}.parquet"),
-                (*INTERACTION_COLUMNS, *LISTEN_COLUMNS) if stem == "listens" else INTERACTION_COLUMNS,
-                listed,
-                event_type,
-            )
-            for stem, event_type in EVENT_FILES.items()
-        ]
-    files.append(_File(f"{ARTIST_MAPPING}.parquet", ("artist_id", "item_id"), False, None))
-    files.append(_File(f"{ALBUM_MAPPING}.parquet", ("album_id", "item_id"), False, None))
+    stems = {MULTI_EVENT: None} if data.source == "multi_event" else EVENT_FILES
+    files = [
+        _File(layout.event_file(data.layout, data.size, stem), layout.columns(stem), listed, event_type)
+        for stem, event_type in stems.items()
+    ]
+    for mapping in (ARTIST_MAPPING, ALBUM_MAPPING):
+        files.append(_File(layout.root_file(mapping), layout.columns(mapping), False, None))
     return files
+
+
+def check_present(spark: SparkSession, data: DataConfig) -> None:
+    """Every file the config needs exists and is not empty; else one :class:`InputError` naming them."""
+    _check_present(spark, data.root.rstrip("/"), [f.rel for f in required_files(data)])
 
 
 def open_yambda(spark: SparkSession, data: DataConfig) -> YambdaInput:
     """Check every file the config needs and return lazy frames over them (nothing is computed)."""
     root = data.root.rstrip("/")
     files = required_files(data)
-    _check_present(spark, root, [f.rel for f in files])
+    check_present(spark, data)
 
     frames: dict[str, DataFrame] = {}
     problems: list[str] = []
@@ -127,6 +125,7 @@ def open_yambda(spark: SparkSession, data: DataConfig) -> YambdaInput:
         artists=_canonical_mapping(frames[artist_file.rel], artist_file),
         albums=_canonical_mapping(frames[album_file.rel], album_file),
         kinds={f.rel: f.kind for f in files},
+        root=root,
     )
 
 
@@ -135,13 +134,18 @@ def _check_present(spark: SparkSession, root: str, rels: Sequence[str]) -> None:
     hadoop_conf = sc._jsc.hadoopConfiguration()  # type: ignore[union-attr]
     missing: list[str] = []
     empty: list[str] = []
+    unframed: list[str] = []
     for rel in rels:
         path = sc._jvm.org.apache.hadoop.fs.Path(posixpath.join(root, rel))  # type: ignore[union-attr]
         fs = path.getFileSystem(hadoop_conf)
         if not fs.exists(path):
             missing.append(rel)
-        elif fs.getContentSummary(path).getLength() == 0:
+            continue
+        status = fs.getFileStatus(path)
+        if fs.getContentSummary(path).getLength() == 0:
             empty.append(rel)
+        elif status.isFile() and not _parquet_framed(fs, path, status.getLen()):
+            unframed.append(rel)
     problems = []
     if missing:
         problems.append(f"missing required file{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
@@ -149,8 +153,68 @@ def _check_present(spark: SparkSession, root: str, rels: Sequence[str]) -> None:
         problems.append(
             f"empty file{'s' if len(empty) > 1 else ''} (0 bytes, not Parquet) {', '.join(empty)}"
         )
+    problems += [
+        f"{rel}: not a readable Parquet file (no Parquet header or footer: truncated, or not Parquet)"
+        for rel in unframed
+    ]
     if problems:
         raise InputError(f"{root}: " + "; ".join(problems))
+
+
+_MAGIC = int.from_bytes(b"PAR1", "big")  # Parquet's magic, as Java's DataInputStream.readInt reads it
+
+
+def _parquet_framed(fs, path, length: int) -> bool:
+    """Whether the file starts and ends with Parquet's magic around a footer that fits.
+
+    Three small reads through Hadoop's FileSystem; Spark's own footer reader would log a Java
+    stack trace for a truncated file before failing.
+    """
+    if length < 12:  # header magic, footer length, footer magic
+        return False
+    stream = fs.open(path)
+    try:
+        head = stream.readInt()
+        stream.seek(length - 8)
+        footer = int.from_bytes((stream.readInt() & 0xFFFFFFFF).to_bytes(4, "big"), "little")
+        tail = stream.readInt()
+    finally:
+        stream.close()
+    return head == _MAGIC and tail == _MAGIC and 0 < footer <= length - 12
+
+
+@contextmanager
+def read_errors(source: YambdaInput) -> Iterator[None]:
+    """Turn Spark's failure to read one of ``source``'s files (a corrupt data page, say) into an
+    :class:`InputError` naming the file; any other error passes unchanged.
+
+    Header and footer are checked before any job runs; a damaged page shows only when a job reads it.
+    """
+    try:
+        yield
+    except Exception as e:
+        problem = _read_failure(e, source)
+        if problem is None:
+            raise
+        raise InputError(f"{source.root}: {problem}; nothing was written") from None
+
+
+_FAILED_READ = re.compile(r"Encountered error while reading file (\S+?)\.?\s")
+_CAUSED_BY = re.compile(r"^Caused by: [\w.$]+: (.+)$", re.MULTILINE)
+
+
+def _read_failure(error: Exception, source: YambdaInput) -> str | None:
+    text = str(error)
+    found = _FAILED_READ.search(text)
+    if found is None:
+        return None
+    uri = found.group(1)
+    rel = next((rel for rel in source.kinds if uri.endswith("/" + rel)), None)
+    if rel is None:
+        return None
+    causes = _CAUSED_BY.findall(text)
+    detail = causes[0].strip() if causes else "unreadable data"
+    return f"{rel}: corrupt Parquet data ({detail})"
 
 
 def _cause(error: Exception) -> str:
@@ -197,8 +261,8 @@ def _type_ok(column: str, found: DataType, listed: bool) -> bool:
 
 
 def _expected(column: str, listed: bool) -> str:
-    yambda = YAMBDA_TYPES[column]
-    base = "string" if yambda == "string" else f"an integer type (Yambda {yambda})"
+    yambda = layout.TYPES[column]
+    base = "string" if pa.types.is_string(yambda) else f"an integer type (Yambda {yambda})"
     return f"a list of {base}" if listed else base
 
 

@@ -1,0 +1,156 @@
+"""Train a classic family (popularity, ItemKNN, ALS, BPR, EASE) as one Ray task and log it to MLflow.
+
+These families are not data-parallel (implicit fits on one machine), so the fit is a single Ray
+task: in-process Ray locally, the cluster's when ``RAY_ADDRESS`` is set. The task reads the
+training sequences itself (at the version the driver pinned), so on a cluster the data goes
+from the lake to the worker without passing through the driver; it returns the fitted model.
+The driver then saves it, logs it as the run's ``model`` artifact and evaluates it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from musicrec.config import Config
+from musicrec.contract import TASKS, Protocol, parse_name
+from musicrec.errors import InputError
+from musicrec.evaluate.protocols import EvalOptions, evaluate, format_results, log_results
+from musicrec.lake.readers import load_gts, load_holdout, read_training_sequences, sequences_version
+from musicrec.models import FittedModel, family_class, fit_model
+from musicrec.runtime.mlflow_setup import setup_mlflow
+from musicrec.tracking.runs import log_lineage
+
+log = logging.getLogger(__name__)
+
+READS = ("sequences", "holdout_examples", "gts_examples")
+
+
+def sequence_tasks(sequence: str) -> tuple[str, ...]:
+    """The tasks a model trained on ``sequence`` serves (paper 000): a listening history every task
+    of its domain through the candidate filter, a task's own sequence only that task."""
+    kind, domain = parse_name(sequence)
+    if kind == "lh":
+        return tuple(n for n, t in TASKS.items() if t.domain == domain)
+    return tuple(n for n, t in TASKS.items() if t.truth == sequence)
+
+
+def model_name(config: Config) -> str:
+    t = config.train
+    return f"{config.model.family}[{t.sequence}]" if t.k == 1 else f"{config.model.family}[{t.sequence}({t.k})]"
+
+
+def fit_from_lake(config: Config, version: int | None) -> FittedModel:
+    """Read the pinned training sequences and fit ``config.model`` (the body of the Ray task)."""
+    t = config.train
+    data = read_training_sequences(config.lake.root, config.dataset.name, t.protocol, t.sequence, t.k, version)
+    if not len(data.items.values):
+        raise InputError(
+            f"no training sequences for ({t.protocol}, {t.sequence}, k={t.k}) in version {version} of "
+            f"{config.lake.root}/{config.dataset.name}/sequences"
+        )
+    model = family_class(config.model.family)(config.model, seed=config.seed)
+    return fit_model(
+        model_name(config),
+        model,
+        data.items,
+        sequence=t.sequence,
+        k=t.k,
+        tasks=sequence_tasks(t.sequence),
+        timestamps=data.timestamps,
+    )
+
+
+def fit_on_ray(config: Config, version: int | None) -> FittedModel:
+    import ray
+
+    from musicrec.runtime.ray_setup import init_ray
+
+    started_here = not ray.is_initialized()
+    init_ray(config)
+    try:
+        task = ray.remote(num_cpus=config.train.num_cpus, max_retries=0)(fit_from_lake)
+        try:
+            fitted = ray.get(task.remote(config, version))
+        except ray.exceptions.RayTaskError as e:
+            # A user error raised inside the task (e.g. EASE above its catalogue bound) stays one line.
+            if isinstance(e.cause, InputError):
+                raise e.cause from None
+            raise
+        # Arrays from Ray's object store are read-only views; implicit's Cython needs writable ones.
+        fitted.model.load_state({key: np.array(value) for key, value in fitted.model.state().items()})
+        return fitted
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def evaluate_trained(model: FittedModel, config: Config) -> pd.DataFrame:
+    """Validation and test metrics on the protocol the model was trained for."""
+    options = EvalOptions(ks=tuple(config.evaluate.ks), batch_size=config.evaluate.batch_size)
+    protocol = Protocol.parse(config.train.protocol)
+    tables = []
+    if protocol.kind == "holdout":
+        for split in ("val", "test"):
+            examples = load_holdout(config.lake.root, config.dataset.name, split)
+            tables.append(evaluate([model], examples, protocol.name, split, options))
+    else:
+        # A GTS stage's training data ends before its window: that window is the model's evaluation.
+        examples = load_gts(config.lake.root, config.dataset.name, protocol.window, protocol.feedback)
+        tables.append(evaluate([model], examples, protocol.name, protocol.window, options))
+    return pd.concat(tables, ignore_index=True)
+
+
+def run_classic(config: Config) -> dict[str, Any]:
+    t = config.train
+    try:
+        version = t.sequences_version if t.sequences_version is not None else sequences_version(
+            config.lake.root, config.dataset.name
+        )
+    except FileNotFoundError as e:
+        raise InputError(str(e)) from None
+    setup_mlflow(config)
+    with mlflow.start_run(run_name=f"train {model_name(config)}", nested=mlflow.active_run() is not None) as run:
+        log_lineage(config, READS)
+        mlflow.log_params(
+            {
+                "family": config.model.family,
+                "training_sequence": t.sequence,
+                "k": t.k,
+                "protocol": t.protocol,
+                "sequences_version": version,
+                **{f"model.{key}": value for key, value in config.model.model_dump(mode="json").items()},
+            }
+        )
+        started = time.perf_counter()
+        model = fit_on_ray(config, version)
+        mlflow.log_metric("fit_seconds", time.perf_counter() - started)
+        workdir = Path(tempfile.mkdtemp(prefix="musicrec-train-"))
+        try:
+            folder = model.save(workdir / "model")
+            mlflow.log_artifacts(str(folder), "model")
+            if t.output_dir:
+                shutil.copytree(folder, t.output_dir, dirs_exist_ok=True)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        results = evaluate_trained(model, config)
+        if len(results):
+            log_results(results)
+        mlflow.log_text(format_results(results), "evaluation/results.txt")
+    print(format_results(results[results["metric"].isin(("ndcg", "recall", "hr"))]))
+    return {
+        "mlflow_run": run.info.run_id,
+        "training_run": run.info.run_id,
+        "model_uri": f"runs:/{run.info.run_id}/model",
+        "model": model.name,
+        "sequences_version": version,
+        "result_rows": len(results),
+    }

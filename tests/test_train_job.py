@@ -1,0 +1,191 @@
+"""``musicrec train`` for the classic families: one Ray task, MLflow run with config, lineage,
+validation and test metrics and the model; ``musicrec evaluate`` of that trained model; and a real
+``ray job submit`` of ``jobs/train.py`` to a local Ray head with token authentication on."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+
+from musicrec.arrays import Ragged
+from musicrec.cli import main
+from musicrec.config import load_config
+from musicrec.evaluate.protocols import _metric_name
+from musicrec.models import load_model
+from musicrec.runner import run_verb
+from musicrec.train.classic import fit_from_lake
+from musicrec.train.job import run_train
+from toy_lake import write_toy_lake
+
+# Every test here runs the train verb, which fits in a Ray task (in-process Ray, or a head it starts).
+pytestmark = [pytest.mark.ray, pytest.mark.integration]
+
+REPO = Path(__file__).resolve().parents[1]
+ALS_SMALL = ("model.family=als", "model.factors=8", "model.iterations=3")
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory) -> str:
+    return write_toy_lake(tmp_path_factory.mktemp("lake"))
+
+
+def settings(lake: str, mlflow_dir: Path, *extra: str) -> list[str]:
+    return [
+        f"lake.root={lake}",
+        "dataset.name=toy",
+        f"mlflow.local_dir={mlflow_dir}",
+        "runtime.ray.num_cpus=1",
+        "evaluate.ks=[5,10]",
+        *extra,
+    ]
+
+
+def test_train_logs_config_lineage_metrics_and_the_model_which_evaluate_reproduces(lake, tmp_path):
+    overrides = settings(lake, tmp_path / "mlflow", *ALS_SMALL, "train.sequence=disc_track", f"train.output_dir={tmp_path / 'out'}")
+    config = load_config(overrides=overrides)
+    summary = run_train(config)
+
+    run = mlflow.get_run(summary["mlflow_run"])
+    params, metrics = run.data.params, run.data.metrics
+    assert (params["family"], params["training_sequence"], params["protocol"]) == ("als", "disc_track", "holdout")
+    assert params["sequences_version"] == params["table_version.sequences"] == "0"
+    assert params["model.factors"] == "8" and run.data.tags["git_commit"]
+    # An on-task model is evaluated on its task only, on both holdout splits.
+    assert {"val/T1/ndcg_at_10", "test/T1/ndcg_at_10", "test/T1/recall_at_10"} <= set(metrics)
+    assert not any("/T2/" in m for m in metrics)
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "model", "evaluation"} <= artifacts
+
+    # The logged model is the fit of the pinned sequences (deterministic), also kept in output_dir.
+    logged = load_model(mlflow.artifacts.download_artifacts(artifact_uri=summary["model_uri"], dst_path=str(tmp_path / "dl")))
+    direct = fit_from_lake(config, 0)
+    assert (logged.name, logged.sequence, logged.tasks) == ("als[disc_track]", "disc_track", ("T1",))
+    histories = Ragged.from_lists([[0, 1, 2], [5]])
+    assert torch.equal(logged.model.score(histories), direct.model.score(histories))
+    assert np.array_equal(load_model(tmp_path / "out").model.item_embeddings(), direct.model.item_embeddings())
+
+    # `musicrec evaluate` of the trained model (by run id) gives the train run's test metrics.
+    evaluated = run_verb(
+        "evaluate",
+        load_config(overrides=settings(lake, tmp_path / "mlflow", "evaluate.protocols=[holdout]", f"evaluate.model_uri={run.info.run_id}"))
+    )
+    again = mlflow.get_run(evaluated["mlflow_run"]).data.metrics
+    for name in ("ndcg_at_10", "recall_at_10", "ndcg_at_5"):
+        assert again[_metric_name(f"all/test/T1/{name}")] == metrics[f"test/T1/{name}"]
+
+
+def test_train_errors_are_one_line(lake, tmp_path, capsys):
+    # EASE above its catalogue bound: raised inside the Ray task, reported as the user's error.
+    code = main(["train", *settings(lake, tmp_path / "mlflow", "model.family=ease", "model.max_items=10")])
+    err = capsys.readouterr().err
+    assert code == 1 and "above model.max_items=10" in err and "Traceback" not in err
+    code = main(["evaluate", *settings(lake, tmp_path / "mlflow", "evaluate.protocols=[holdout]", f"evaluate.model_uri={tmp_path / 'nothing'}")])
+    err = capsys.readouterr().err
+    assert code == 1 and "evaluate.model_uri" in err and "Traceback" not in err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_head(ray_bin: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    # Every port chosen free: other Ray clusters on the machine hold the defaults (e.g. the agent's 52365).
+    names = ("--port", "--dashboard-port", "--ray-client-server-port", "--dashboard-agent-listen-port",
+             "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port",
+             "--node-manager-port", "--object-manager-port")  # fmt: skip
+    ports = {name: free_port() for name in names}
+    temp_dir = tempfile.mkdtemp(prefix="rayt")  # short: Ray's socket paths must fit in 107 bytes
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+         "--include-dashboard=true", "--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+         *(f"{k}={v}" for k, v in ports.items())],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    return head, f"http://127.0.0.1:{ports['--dashboard-port']}"
+
+
+def stop_head(head: subprocess.Popen) -> None:
+    """SIGTERM to the head's process group (``ray start --block`` and every process it started)."""
+    try:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+    except ProcessLookupError:
+        head.wait()
+
+
+@pytest.fixture
+def ray_head():
+    """A Ray head on 127.0.0.1 with token authentication, stopped afterwards by its process group."""
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "PYTHONPATH": str(REPO / "platform"),
+        # A single-machine head: `ray start` would otherwise replace 127.0.0.1 by the machine's address.
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    }
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    # On a loaded machine Ray's client server can time out registering and `--block` then stops
+    # the head: start again (a fresh head, fresh ports) up to three times.
+    for _attempt in range(3):
+        head, address = start_head(ray_bin, env)
+        deadline = time.time() + 240
+        while time.time() < deadline and head.poll() is None:
+            probe = subprocess.run([ray_bin, "job", "list", "--address", address], env=env, capture_output=True)
+            if probe.returncode == 0:
+                time.sleep(35)  # past the client server's 30 s registration window
+                if head.poll() is None:
+                    break
+            time.sleep(3)
+        if head.poll() is None and time.time() < deadline:
+            break
+        stop_head(head)
+    else:
+        pytest.fail("no Ray head came up in three attempts")
+    try:
+        yield address, env
+    finally:
+        stop_head(head)
+
+
+def test_ray_job_submit_of_jobs_train_with_token_auth(ray_head, lake, tmp_path):
+    address, env = ray_head
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    # Without the token the job server refuses the submission.
+    no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"} | {"HOME": str(tmp_path)}
+    refused = subprocess.run([ray_bin, "job", "list", "--address", address], env=no_token, capture_output=True, text=True)
+    assert refused.returncode != 0
+
+    overrides = settings(lake, tmp_path / "mlflow", *ALS_SMALL, f"train.output_dir={tmp_path / 'out'}")
+    command = [ray_bin, "job", "submit", "--address", address, "--working-dir", str(REPO / "jobs"),
+               "--", sys.executable, "train.py", *overrides]  # fmt: skip
+    for _attempt in range(30):
+        submitted = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        # The job server answers before the node's job agent is up; Ray says to try again later.
+        if "No available agent" not in submitted.stderr + submitted.stdout:
+            break
+        time.sleep(5)
+    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    assert "succeeded" in submitted.stdout
+    saved = load_model(tmp_path / "out")
+    assert saved.model.family == "als" and saved.sequence == "lh_track"
+    meta = json.loads((tmp_path / "out" / "model.json").read_text())
+    assert meta["config"]["factors"] == 8
