@@ -23,8 +23,8 @@ import mlflow
 
 from musicrec.config import Config
 from musicrec.errors import InputError, MusicrecError, NotBuiltError
-from musicrec.lake.delta import table_exists
 from musicrec.lake.provenance import recording
+from musicrec.lake.readers import table_exists
 from musicrec.lake.tables import table_path
 from musicrec.runtime.mlflow_setup import setup_mlflow, tracking_uri
 from musicrec.tracking.runs import READ, WRITTEN, config_hash, log_config, log_tables, table_versions

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import posixpath
 import time
 import uuid
@@ -48,6 +47,7 @@ from musicrec.lake import provenance
 from musicrec.lake.readers import read_arrow as read_arrow
 from musicrec.lake.readers import table_exists as table_exists
 from musicrec.lake.readers import table_version as table_version
+from musicrec.lake.tables import absolute
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +106,8 @@ def resolve_writer(spark: SparkSession, writer: Writer = "auto") -> Literal["spa
     return writer
 
 
-def _abs(path: str) -> str:
-    """Local paths become absolute (Spark and delta-rs resolve relative ones differently); URIs stay."""
-    return path if "://" in path else os.path.abspath(path)
-
-
 def _fs(path: str) -> tuple[pafs.FileSystem, str]:
-    return pafs.FileSystem.from_uri(_abs(path))
+    return pafs.FileSystem.from_uri(absolute(path))
 
 
 def _partition_values(rel_dir: str, partition_by: Sequence[str]) -> dict[str, str | None]:
@@ -143,7 +138,7 @@ def table_schema(df: DataFrame) -> pa.Schema:
 
 def current_version(path: str) -> int:
     """The table's latest version, or ``-1`` if there is no table yet."""
-    path = _abs(path)
+    path = absolute(path)
     return DeltaTable(path).version() if DeltaTable.is_deltatable(path) else _ABSENT
 
 
@@ -173,7 +168,7 @@ def stage(
     every row of ``df`` must lie inside them. ``read_version`` is the version the job based its
     write on (default: the latest now); the write fails if the table has moved past it.
     """
-    path = _abs(path)
+    path = absolute(path)
     chosen = resolve_writer(spark, writer)
     arrow_schema = table_schema(df)
     where = tuple(sorted((replace_where or {}).items()))
@@ -360,7 +355,7 @@ def write_table(
 
 def restore(spark: SparkSession, path: str, version: int, *, writer: Writer = "auto", read_version: int) -> int:
     """Commit the content of ``version`` as the table's next version (Delta RESTORE); return it."""
-    path = _abs(path)
+    path = absolute(path)
     if resolve_writer(spark, writer) == "spark_delta":
         from delta.tables import DeltaTable as SparkDeltaTable
 
@@ -384,7 +379,7 @@ def read_table(spark: SparkSession, path: str, *, version: int | None = None) ->
 
     With the jars Spark reads ``format("delta")``; without them, :func:`read_listed`.
     """
-    path = _abs(path)
+    path = absolute(path)
     if not DeltaTable.is_deltatable(path):
         raise FileNotFoundError(f"no Delta table at {path}")
     version = table_version(path) if version is None else version
@@ -397,7 +392,7 @@ def read_listed(spark: SparkSession, path: str, version: int) -> DataFrame:
     """A table version read by Spark without the Delta jars: the active files come from delta-rs;
     partition columns are recovered from the ``col=value`` folders under each write's folder,
     typed by the table's schema (so a string ``"01"`` stays a string)."""
-    path = _abs(path)
+    path = absolute(path)
     dt = DeltaTable(path, version=version)
     spark_schema = from_arrow_schema(pa.schema(dt.schema().to_arrow()))
     by_write: dict[str, list[str]] = {}

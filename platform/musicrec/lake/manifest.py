@@ -21,7 +21,6 @@ are the lineage of each table version (run id, config hash).
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 import time
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
 from musicrec.lake import provenance
+from musicrec.lake.tables import absolute, split_table_path
 
 MANIFEST = "_snapshots"
 SCHEMA = pa.schema(
@@ -54,19 +54,16 @@ def manifest_path(dataset_dir: str) -> str:
     return posixpath.join(dataset_dir.rstrip("/"), MANIFEST)
 
 
-def _abs(path: str) -> str:
-    return path if "://" in path else os.path.abspath(path)
-
 
 def manifest_version(dataset_dir: str) -> int | None:
     """The manifest's current version (None: nothing published yet)."""
-    path = _abs(manifest_path(dataset_dir))
+    path = absolute(manifest_path(dataset_dir))
     return DeltaTable(path).version() if DeltaTable.is_deltatable(path) else None
 
 
 def published(dataset_dir: str, *, as_of: int | None = None) -> dict[str, int]:
     """Each table's published version, as of manifest version ``as_of`` (default: the latest)."""
-    path = _abs(manifest_path(dataset_dir))
+    path = absolute(manifest_path(dataset_dir))
     if not DeltaTable.is_deltatable(path):
         return {}
     rows = DeltaTable(path, version=as_of).to_pyarrow_table(columns=["snapshot", "table", "version"]).to_pylist()
@@ -79,8 +76,8 @@ def published(dataset_dir: str, *, as_of: int | None = None) -> dict[str, int]:
 
 def pinned_version(table_path: str) -> int | None:
     """The published version of the table at ``table_path`` (None: never published by a job)."""
-    table_path = table_path.rstrip("/")
-    return published(posixpath.dirname(table_path)).get(posixpath.basename(table_path))
+    dataset_dir, name = split_table_path(table_path)
+    return published(dataset_dir).get(name)
 
 
 def publish(
@@ -96,7 +93,7 @@ def publish(
 
     ``read_version`` is the manifest version the job read when it began (None: no manifest).
     """
-    path = _abs(manifest_path(dataset_dir))
+    path = absolute(manifest_path(dataset_dir))
     snapshot = 0 if read_version is None else read_version + 1
     now = int(time.time() * 1000)
     meta = json.dumps(dict(metadata or {}), sort_keys=True)

@@ -18,7 +18,6 @@ partition values come from the log (whichever engine wrote the files):
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -30,8 +29,8 @@ from deltalake import DeltaTable
 
 from musicrec.arrays import Ragged
 from musicrec.contract import GTS_TASKS, HOLDOUT, HOLDOUT_TASKS, Protocol, task
-from musicrec.lake.manifest import manifest_version, pinned_version
-from musicrec.lake.tables import table_path
+from musicrec.lake.manifest import pinned_version, published
+from musicrec.lake.tables import absolute, split_table_path, table_path
 from musicrec.models.items import rows_by_key
 
 if TYPE_CHECKING:
@@ -40,24 +39,21 @@ if TYPE_CHECKING:
 Filters = list[tuple[str, str, object]]
 
 
-def _abs(path: str) -> str:
-    """Local paths become absolute (delta-rs resolves relative ones differently from Spark); URIs stay."""
-    return path if "://" in path else os.path.abspath(path)
-
-
 def table_exists(path: str) -> bool:
     """Whether readers see a table at ``path``: one a job published, or, in a dataset no job
     has published to (a table from another tool), any Delta table. A table that only a failed
     job's unpublished commits made does not exist for them."""
-    path = _abs(path)
+    path = absolute(path)
     if not DeltaTable.is_deltatable(path):
         return False
-    return pinned_version(path) is not None or manifest_version(os.path.dirname(path.rstrip("/"))) is None
+    dataset_dir, name = split_table_path(path)
+    versions = published(dataset_dir)  # empty exactly when no job has published to the dataset
+    return not versions or name in versions
 
 
 def table_version(path: str) -> int:
     """The version readers see: the one a job last published (see :mod:`manifest`), else the latest."""
-    path = _abs(path)
+    path = absolute(path)
     pinned = pinned_version(path)
     return DeltaTable(path).version() if pinned is None else pinned
 
@@ -70,7 +66,7 @@ def read_arrow(
     filters: Filters | None = None,
 ) -> pa.Table:
     """One version (default: the published one) of a Delta table as an Arrow table, without Spark."""
-    path = _abs(path)
+    path = absolute(path)
     dt = DeltaTable(path, version=table_version(path) if version is None else version)
     return dt.to_pyarrow_table(columns=list(columns) if columns else None, filters=filters)
 
@@ -268,7 +264,7 @@ def sequences_dataset(
         term = ds.field(column) == value
         expression = term if expression is None else expression & term
     return ray.data.read_delta(
-        _abs(path),
+        absolute(path),
         version=table_version(path) if version is None else version,
         columns=list(columns) if columns else None,
         filter=expression,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 
 # Partitioning follows the readers: training reads one (protocol, name, k) of `sequences`,
@@ -18,6 +19,17 @@ PARTITIONING: dict[str, tuple[str, ...]] = {
     "recommendations": ("task",),
 }
 TABLES: tuple[str, ...] = tuple(PARTITIONING)
+
+
+def absolute(path: str) -> str:
+    """Local paths become absolute (Spark and delta-rs resolve relative ones differently); URIs stay."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def split_table_path(path: str) -> tuple[str, str]:
+    """``<lake_root>/<dataset>/<table>`` -> (its dataset folder, the table's name)."""
+    path = path.rstrip("/")
+    return posixpath.dirname(path), posixpath.basename(path)
 
 
 def table_path(lake_root: str, dataset: str, table: str) -> str:
