@@ -58,6 +58,9 @@ def get_spark(config: Config, app_name: str = "musicrec") -> SparkSession:
         # Delta's VACUUM lists a table's folders in this many tasks (default 10,000: minutes of
         # empty tasks on a small machine); the shuffle width is the configured parallelism.
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(spark_cfg.shuffle_partitions),
+        # Delta rebuilds a table's state (its log replayed) in this many tasks after every commit
+        # and on first read (default 50); the shuffle width suits the machine it runs on.
+        "spark.databricks.delta.snapshotPartitions": str(spark_cfg.shuffle_partitions),
     }
     if config.runtime.profile == "cluster":
         # On a cluster the driver must be reachable by executors; only the local profile pins loopback.
