@@ -1,6 +1,11 @@
 """``musicrec train`` for the classic families: one Ray task, MLflow run with config, lineage,
-validation and test metrics and the model; ``musicrec evaluate`` of that trained model; and a real
-``ray job submit`` of ``jobs/train.py`` to a local Ray head with token authentication on."""
+validation and test metrics and the model; ``musicrec evaluate`` of that trained model; and real
+``ray job submit``s of ``jobs/train.py`` (ALS, and gSASRec on Ray Train) to one local Ray head with
+token authentication on.
+
+The head is started here on 127.0.0.1 only, with every port it opens chosen free (other Ray
+clusters may run on this machine), in its own session so that it is stopped by its process group
+afterwards: never `ray stop`, which would stop every Ray on the machine."""
 
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from musicrec.runner import run_verb
 from musicrec.train.classic import fit_from_lake
 from musicrec.train.job import run_train
 from toy_lake import write_toy_lake
+from train_lake import write_lake
 
 # Every test here runs the train verb, which fits in a Ray task (in-process Ray, or a head it starts).
 pytestmark = [pytest.mark.ray, pytest.mark.integration]
@@ -131,9 +137,10 @@ def stop_head(head: subprocess.Popen) -> None:
         head.wait()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_head():
-    """A Ray head on 127.0.0.1 with token authentication, stopped afterwards by its process group."""
+    """A Ray head on 127.0.0.1 with token authentication, shared by this module's submissions
+    (starting one takes most of a minute), stopped afterwards by its process group."""
     env = {
         **os.environ,
         "RAY_AUTH_MODE": "token",
@@ -166,6 +173,18 @@ def ray_head():
         stop_head(head)
 
 
+def submit(address: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """``ray job submit --address <head> <args>``, again while the head's job agent is not up yet."""
+    command = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address, *args]
+    for _attempt in range(30):
+        submitted = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
+        # The job server answers before the node's job agent is up; Ray says to try again later.
+        if "No available agent" not in submitted.stderr + submitted.stdout:
+            break
+        time.sleep(5)
+    return submitted
+
+
 def test_ray_job_submit_of_jobs_train_with_token_auth(ray_head, lake, tmp_path):
     address, env = ray_head
     ray_bin = str(Path(sys.executable).parent / "ray")
@@ -175,17 +194,46 @@ def test_ray_job_submit_of_jobs_train_with_token_auth(ray_head, lake, tmp_path):
     assert refused.returncode != 0
 
     overrides = settings(lake, tmp_path / "mlflow", *ALS_SMALL, f"train.output_dir={tmp_path / 'out'}")
-    command = [ray_bin, "job", "submit", "--address", address, "--working-dir", str(REPO / "jobs"),
-               "--", sys.executable, "train.py", *overrides]  # fmt: skip
-    for _attempt in range(30):
-        submitted = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-        # The job server answers before the node's job agent is up; Ray says to try again later.
-        if "No available agent" not in submitted.stderr + submitted.stdout:
-            break
-        time.sleep(5)
+    submitted = submit(address, env, "--working-dir", str(REPO / "jobs"), "--", sys.executable, "train.py", *overrides)
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     assert "succeeded" in submitted.stdout
     saved = load_model(tmp_path / "out")
     assert saved.model.family == "als" and saved.sequence == "lh_track"
     meta = json.loads((tmp_path / "out" / "model.json").read_text())
     assert meta["config"]["factors"] == 8
+
+
+def test_ray_job_submit_trains_gsasrec_and_fails_cleanly(ray_head, tmp_path):
+    address, env = ray_head
+    lake = write_lake(tmp_path / "lake")
+    common = (
+        f"lake.root={lake}", "dataset.name=walks", f"mlflow.local_dir={tmp_path / 'mlflow'}",
+        f"train.storage_path={tmp_path / 'ray'}", "model.embedding_dim=16", "model.ffn_dim=16",
+        "model.num_blocks=1", "model.max_len=12", "model.batch_size=32", "model.negatives=8",
+        "model.gbce_alpha=null", "model.max_epochs=2", "train.workers=2", "train.cpus_per_worker=0.5",
+        "runtime.log_level=WARNING",
+    )
+    runtime_env = json.dumps({"env_vars": {"PYTHONPATH": str(REPO / "platform")}})
+
+    def train(*overrides: str) -> subprocess.CompletedProcess:
+        return submit(address, env, "--runtime-env-json", runtime_env, "--", sys.executable,
+                      str(REPO / "jobs" / "train.py"), "--config", str(REPO / "conf" / "local.yaml"),
+                      "--config", str(REPO / "conf" / "models" / "gsasrec.yaml"), *overrides)
+
+    done = train(*common)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    # The job's own output is streamed back by `ray job submit`.
+    assert "val_ndcg_at_100:" in done.stdout and "succeeded" in done.stdout
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["walks/default"])
+    # The verb's run, and inside it the one training run.
+    training = runs[runs["params.family"].notna()]
+    assert len(runs) == 2 and len(training) == 1
+    assert training["params.family"].iloc[0] == "gsasrec" and training["params.workers"].iloc[0] == "2"
+    verb_run = runs[runs["params.family"].isna()]["run_id"].iloc[0]
+    assert training["tags.mlflow.parentRunId"].iloc[0] == verb_run
+
+    failed = train(*common, "dataset.name=absent")
+    assert failed.returncode != 0
+    output = failed.stdout + failed.stderr
+    assert "no sequences" in output and "run `musicrec preprocess` for dataset absent first" in output
