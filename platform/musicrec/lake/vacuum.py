@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 
 from musicrec.config import Config
 from musicrec.lake import delta, files, manifest
-from musicrec.lake.tables import TABLES, table_path
+from musicrec.lake.tables import TABLES, absolute, table_path
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def run_vacuum(config: Config, spark: SparkSession | None = None) -> dict[str, A
     pins = manifest.published(_dataset_dir(config))
     removed: dict[str, int] = {}
     for table in TABLES:
-        path = delta._abs(table_path(config.lake.root, config.dataset.name, table))
+        path = absolute(table_path(config.lake.root, config.dataset.name, table))
         if not DeltaTable.is_deltatable(path):
             continue
         current = delta.current_version(path)
