@@ -170,7 +170,13 @@ _REGISTRY: tuple[Verb, ...] = (
         "musicrec.registry.promote:run_promote",
         check="musicrec.registry.promote:check_promote",
     ),
-    Verb("tune", "Ray Tune sweeps"),
+    Verb(
+        "tune",
+        "sweep model.family over tune.space with Ray Tune (Optuna + ASHA); register the best trial",
+        "musicrec.tune.sweep:run_tune",
+        reads=("sequences", "holdout_examples"),
+        check="musicrec.tune.sweep:check_tune",
+    ),
     Verb("recommend", "batch recommendations"),
     Verb("report", "experiment reports"),
 )

@@ -296,6 +296,58 @@ class PromoteConfig(Section):
         return family
 
 
+class Dimension(Section):
+    """One hyper-parameter of a sweep: ``uniform``/``loguniform`` floats and ``int`` (both bounds
+    inclusive) between ``low`` and ``high``, or one of ``values``."""
+
+    type: Literal["uniform", "loguniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[bool | int | float | str | None] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Dimension:
+        if self.type == "choice":
+            if not self.values or self.low is not None or self.high is not None:
+                raise ValueError("a choice takes a non-empty `values` list and no low/high")
+            return self
+        if self.values is not None or self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} dimension takes `low` and `high` and no values")
+        if self.low > self.high or (self.type != "int" and self.low == self.high):
+            raise ValueError("low must be below high")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError("a loguniform dimension needs low > 0")
+        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError("an int dimension needs whole-number bounds")
+        return self
+
+
+class TuneConfig(Section):
+    """``musicrec tune``: an Optuna search with ASHA early stopping on validation NDCG@100 of
+    ``train.task`` (conf/tune/*.yaml are presets)."""
+
+    # Config keys swept ("model.factors", "train.k", ...) -> their dimension.
+    space: dict[str, Dimension] = Field(default_factory=dict)
+    num_samples: int = Field(8, ge=1)
+    max_concurrent: int = Field(2, ge=1)
+    # ASHA over epochs (a classic family reports once, so only the search applies to it).
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1.0)
+    # CPUs one trial reserves: a classic family's fit; for a sequential family the trial only
+    # drives its Ray Train job (whose workers reserve train.cpus_per_worker each): 0.1 is plenty.
+    cpus_per_trial: float = Field(1.0, gt=0.0)
+    # Register the best trial's model and make it champion if it beats the current one.
+    register: bool = True
+
+    @field_validator("space")
+    @classmethod
+    def _keys(cls, space: dict[str, Dimension]) -> dict[str, Dimension]:
+        for key in space:
+            if not (key.startswith(("model.", "train.")) or key == "seed") or key == "model.family":
+                raise ValueError(f"{key}: only model.*, train.* and seed can be swept (model.family is fixed)")
+        return space
+
+
 class Config(Section):
     runtime: RuntimeConfig = RuntimeConfig()
     data: DataConfig = DataConfig()
@@ -316,4 +368,5 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     register: RegisterConfig = RegisterConfig()
     promote: PromoteConfig = PromoteConfig()
+    tune: TuneConfig = TuneConfig()
     model: ModelConfig = GSASRecConfig()

@@ -13,7 +13,9 @@ from musicrec.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def init_ray(config: Config) -> None:
+def init_ray(config: Config, *, dashboard: bool = False) -> None:
+    """``dashboard`` (local only; a cluster has its own): also start Ray's dashboard, whose State API
+    Ray Train's placement-group cleaner needs to free the resources of a run whose trial Tune stopped."""
     if ray.is_initialized():
         return
     address = config.runtime.ray.address or os.environ.get("RAY_ADDRESS", "")
@@ -24,7 +26,8 @@ def init_ray(config: Config) -> None:
     else:
         ray.init(
             num_cpus=config.runtime.ray.num_cpus,
-            include_dashboard=False,
+            include_dashboard=dashboard,
+            dashboard_host="127.0.0.1",
             _node_ip_address="127.0.0.1",
             configure_logging=True,
             logging_level=logging.WARNING,

@@ -21,26 +21,18 @@ import numpy as np
 import pandas as pd
 
 from musicrec.config import Config
-from musicrec.contract import TASKS, Protocol, parse_name
+from musicrec.contract import Protocol
 from musicrec.errors import InputError
 from musicrec.evaluate.protocols import EvalOptions, evaluate, format_results, log_results
 from musicrec.lake.readers import load_gts, load_holdout, read_training_sequences, sequences_version
 from musicrec.models import FittedModel, family_class, fit_model
 from musicrec.runtime.mlflow_setup import setup_mlflow
 from musicrec.tracking.runs import log_lineage
+from musicrec.train.tasks import sequence_tasks
 
 log = logging.getLogger(__name__)
 
 READS = ("sequences", "holdout_examples", "gts_examples")
-
-
-def sequence_tasks(sequence: str) -> tuple[str, ...]:
-    """The tasks a model trained on ``sequence`` serves (paper 000): a listening history every task
-    of its domain through the candidate filter, a task's own sequence only that task."""
-    kind, domain = parse_name(sequence)
-    if kind == "lh":
-        return tuple(n for n, t in TASKS.items() if t.domain == domain)
-    return tuple(n for n, t in TASKS.items() if t.truth == sequence)
 
 
 def model_name(config: Config) -> str:
@@ -109,42 +101,58 @@ def evaluate_trained(model: FittedModel, config: Config) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-def run_classic(config: Config) -> dict[str, Any]:
+def log_training_params(config: Config, version: int | None) -> None:
     t = config.train
+    mlflow.log_params(
+        {
+            "family": config.model.family,
+            "training_sequence": t.sequence,
+            "k": t.k,
+            "protocol": t.protocol,
+            "sequences_version": version,
+            **{f"model.{key}": value for key, value in config.model.model_dump(mode="json").items()},
+        }
+    )
+
+
+def log_trained(model: FittedModel, config: Config) -> pd.DataFrame:
+    """Into the active run: the saved model as the ``model`` artifact (also copied to
+    ``train.output_dir``) and its validation and test metrics; returns the metrics."""
+    workdir = Path(tempfile.mkdtemp(prefix="musicrec-train-"))
     try:
-        version = t.sequences_version if t.sequences_version is not None else sequences_version(
-            config.lake.root, config.dataset.name
-        )
+        folder = model.save(workdir / "model")
+        mlflow.log_artifacts(str(folder), "model")
+        if config.train.output_dir:
+            shutil.copytree(folder, config.train.output_dir, dirs_exist_ok=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    results = evaluate_trained(model, config)
+    if len(results):
+        log_results(results)
+    mlflow.log_text(format_results(results), "evaluation/results.txt")
+    return results
+
+
+def pinned_version(config: Config) -> int:
+    """``train.sequences_version``, or the latest version of `sequences` now."""
+    if config.train.sequences_version is not None:
+        return config.train.sequences_version
+    try:
+        return sequences_version(config.lake.root, config.dataset.name)
     except FileNotFoundError as e:
         raise InputError(str(e)) from None
+
+
+def run_classic(config: Config) -> dict[str, Any]:
+    version = pinned_version(config)
     setup_mlflow(config)
     with mlflow.start_run(run_name=f"train {model_name(config)}", nested=mlflow.active_run() is not None) as run:
         log_lineage(config, READS)
-        mlflow.log_params(
-            {
-                "family": config.model.family,
-                "training_sequence": t.sequence,
-                "k": t.k,
-                "protocol": t.protocol,
-                "sequences_version": version,
-                **{f"model.{key}": value for key, value in config.model.model_dump(mode="json").items()},
-            }
-        )
+        log_training_params(config, version)
         started = time.perf_counter()
         model = fit_on_ray(config, version)
         mlflow.log_metric("fit_seconds", time.perf_counter() - started)
-        workdir = Path(tempfile.mkdtemp(prefix="musicrec-train-"))
-        try:
-            folder = model.save(workdir / "model")
-            mlflow.log_artifacts(str(folder), "model")
-            if t.output_dir:
-                shutil.copytree(folder, t.output_dir, dirs_exist_ok=True)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        results = evaluate_trained(model, config)
-        if len(results):
-            log_results(results)
-        mlflow.log_text(format_results(results), "evaluation/results.txt")
+        results = log_trained(model, config)
     print(format_results(results[results["metric"].isin(("ndcg", "recall", "hr"))]))
     return {
         "mlflow_run": run.info.run_id,

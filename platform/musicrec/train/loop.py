@@ -33,6 +33,7 @@ import torch.distributed as dist
 
 from musicrec.models import FittedModel, ItemIndex, TrainingData, family_class
 from musicrec.models.sequential.families import derived_seed
+from musicrec.train.tasks import validation_ndcg
 
 VALIDATION_METRIC = "val_ndcg_at_100"
 log = logging.getLogger(__name__)
@@ -166,12 +167,8 @@ def _peak_rss_mb() -> list[float]:
 
 
 def _validate(model, spec: WorkerSpec, items: ItemIndex, examples) -> float:
-    from musicrec.evaluate.protocols import EvalOptions, evaluate_task
-
     fitted = FittedModel("validation", model, items, spec.sequence, spec.k, (spec.task,))
-    options = EvalOptions(ks=(100,), metrics=("ndcg",), batch_size=spec.val_batch_size)
-    rows = evaluate_task(fitted, examples, "holdout", "val", options)
-    return float(next(r["value"] for r in rows if r["metric"] == "ndcg" and r["k"] == 100))
+    return validation_ndcg(fitted, examples, spec.val_batch_size)
 
 
 def train_worker(loop_config: dict) -> None:

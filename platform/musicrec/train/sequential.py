@@ -19,13 +19,13 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 
 from musicrec.config import Config
-from musicrec.contract import parse_name, task
 from musicrec.errors import InputError
 from musicrec.models import FittedModel, family_class, load_model
 from musicrec.train.loop import (
@@ -37,6 +37,7 @@ from musicrec.train.loop import (
     train_worker,
 )
 from musicrec.train.stream import sequences_version, training_dataset, worker_datasets
+from musicrec.train.tasks import validation_task
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +45,6 @@ SEQUENTIAL_FAMILIES = ("sasrec", "gsasrec", "bert4rec")
 # Settings a fine-tuning run takes from its own config; everything else is the parent's.
 FINE_TUNE_KEYS = ("learning_rate", "batch_size", "max_epochs", "patience")
 TABLES_READ = ("sequences", "holdout_examples")
-
-
-def validation_task(config: Config) -> str:
-    """``train.task``, or the task the training sequence serves (lh/disc: discovery, fam: familiar)."""
-    kind, domain = parse_name(config.train.sequence)
-    default = {("track", False): "T1", ("track", True): "T2", ("artist", False): "T3", ("artist", True): "T4"}
-    name = config.train.task or default[(domain, kind == "fam")]
-    if task(name).domain != domain:
-        raise InputError(f"train.task={name} is a {task(name).domain} task but train.sequence={config.train.sequence}")
-    return name
 
 
 def model_config(config: Config, family: str, parent: FittedModel | None = None) -> dict:
@@ -97,8 +88,9 @@ def plot_curve(history: list[dict[str, float]], path: Path) -> Path:
     return path
 
 
-def trainer_for(config: Config, spec: WorkerSpec, datasets: dict, name: str):
-    """The TorchTrainer of the job: scaling, failures and storage from ``train.*``."""
+def trainer_for(config: Config, spec: WorkerSpec, datasets: dict, name: str, callbacks: tuple = ()):
+    """The TorchTrainer of the job: scaling, failures and storage from ``train.*``; ``callbacks``
+    are Ray Train callbacks (a Tune trial passes Tune's report callback)."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -114,10 +106,11 @@ def trainer_for(config: Config, spec: WorkerSpec, datasets: dict, name: str):
         scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=t.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name,
-            storage_path=str(Path(t.storage_path).resolve()) if "://" not in t.storage_path else t.storage_path,
+            storage_path=storage_uri(t.storage_path),
             failure_config=FailureConfig(max_failures=t.max_failures),
             # The latest checkpoint to resume from and the one before it (in case the latest is cut short).
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=list(callbacks),
         ),
         datasets=datasets,
         # Each worker reads its own dataset whole: sharding is by user, decided in data.worker_datasets.
@@ -125,16 +118,24 @@ def trainer_for(config: Config, spec: WorkerSpec, datasets: dict, name: str):
     )
 
 
-def run_sequential_train(config: Config, run_name: str = "train") -> dict[str, Any]:
-    """Train ``model.family`` (sasrec/gsasrec/bert4rec) on Ray Train; log and return the summary."""
-    import ray
-    from ray.data import DataContext
+def storage_uri(path: str) -> str:
+    """Ray needs an absolute local path (workers may start elsewhere); URIs pass as they are."""
+    return str(Path(path).resolve()) if "://" not in path else path
 
-    from musicrec.evaluate.protocols import EvalOptions, evaluate_holdout, format_results, log_results
-    from musicrec.runtime.mlflow_setup import setup_mlflow
-    from musicrec.runtime.ray_setup import init_ray
-    from musicrec.tracking.runs import log_lineage
 
+@dataclass(frozen=True)
+class Plan:
+    """What a sequential training run is, checked before Ray starts: the family's settings
+    (validated), the task whose validation users pick the best epoch, the fine-tuning parent."""
+
+    family: str
+    settings: dict
+    task: str
+    parent: FittedModel | None
+    parent_ref: str
+
+
+def plan(config: Config) -> Plan:
     family = config.model.family
     if family not in SEQUENTIAL_FAMILIES:
         raise InputError(f"model.family={family} is not a sequential family ({', '.join(SEQUENTIAL_FAMILIES)})")
@@ -146,96 +147,133 @@ def run_sequential_train(config: Config, run_name: str = "train") -> dict[str, A
     parent, parent_ref = resolve_parent(t.init_from) if t.init_from else (None, "")
     if parent is not None and parent.model.family != family:
         raise InputError(f"train.init_from is a {parent.model.family} model but model.family={family}")
-    settings = model_config(config, family, parent)  # validated before Ray starts
+    return Plan(family, model_config(config, family, parent), task_name, parent, parent_ref)
 
-    init_ray(config)
+
+def worker_spec(config: Config, p: Plan, name: str) -> WorkerSpec:
+    """What every worker of the run needs (``name``: the Ray Train run's, under ``train.storage_path``)."""
+    import ray
+
+    t = config.train
+    storage = Path(t.storage_path) if "://" not in t.storage_path else None
+    return WorkerSpec(
+        family=p.family,
+        model_config=p.settings,
+        seed=config.seed,
+        items=ray.put(p.parent.items.ids) if p.parent is not None else None,
+        sharding=t.sharding,
+        batch_size=p.settings["batch_size"],
+        max_epochs=p.settings["max_epochs"],
+        patience=p.settings["patience"],
+        checkpoint_every_steps=t.checkpoint_every_steps,
+        mixed_precision=t.mixed_precision,
+        lake_root=storage_uri(config.lake.root),
+        dataset=config.dataset.name,
+        task=p.task,
+        sequence=t.sequence,
+        k=t.k,
+        val_batch_size=t.val_batch_size,
+        parent_state=ray.put(p.parent.model.state()) if p.parent is not None else None,
+        fail_at_step=t.fail_at_step,
+        fail_marker=str(storage.resolve() / name / "injected_failure") if storage is not None else "",
+    )
+
+
+def fit_on_ray_train(config: Config, p: Plan, version: int, name: str, callbacks: tuple = ()):
+    """Run the TorchTrainer on the pinned ``sequences`` version; its final result (checkpoint: the
+    last epoch's state and the best epoch's weights)."""
+    from ray.data import DataContext
+
+    t = config.train
     DataContext.get_current().enable_progress_bars = False
+    rows = training_dataset(config.lake.root, config.dataset.name, t.protocol, t.sequence, t.k, version)
+    spec = worker_spec(config, p, name)
+    return trainer_for(config, spec, worker_datasets(rows, t.workers, t.sharding), name, callbacks).fit()
+
+
+def log_trained(config: Config, p: Plan, directory: Path) -> dict[str, Any]:
+    """Into the active run: the per-epoch history and its plot, the best epoch's model as the
+    ``model`` artifact, and its holdout test metrics on the plan's task; returns the summary."""
+    from musicrec.evaluate.protocols import EvalOptions, evaluate_holdout, format_results, log_results
+
+    t = config.train
+    state = load_state(directory)
+    weights = best_weights(directory)
+    items = checkpoint_items(directory)
+    mlflow.log_param("n_items", len(items))
+    for record in state.history:
+        step = int(record["epoch"])
+        mlflow.log_metrics({"train/loss": record["loss"], f"val/{p.task}/ndcg_at_100": record["metric"],
+                            "train/epoch_seconds": record["seconds"]}, step=step)
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_artifact(str(plot_curve(state.history, Path(tmp) / "training_curve.png")), "plots")
+
+    model = family_class(p.family)(family_class(p.family).Config.model_validate(p.settings), seed=config.seed)
+    model.init_network(len(items))
+    if weights is not None:
+        model.network.load_state_dict(weights)
+    model.network.eval()
+    fitted = FittedModel(f"{p.family}[{t.sequence}]", model, items, t.sequence, t.k)
+    with tempfile.TemporaryDirectory() as tmp:
+        fitted.save(Path(tmp) / "model")
+        mlflow.log_artifacts(str(Path(tmp) / "model"), "model")
+    test = evaluate_holdout([fitted], config.lake.root, config.dataset.name, "test", [p.task],
+                            EvalOptions(ks=tuple(config.evaluate.ks), metrics=("ndcg", "recall", "hr")))
+    log_results(test, artifact_file="evaluation/test_results.csv")
+    mlflow.log_metrics({"best_epoch": state.best_epoch, f"best/{VALIDATION_METRIC}": state.best_metric,
+                        "epochs_trained": len(state.history)})
+    summary = {
+        "family": p.family,
+        "sequence": t.sequence,
+        "k": t.k,
+        "task": p.task,
+        "epochs": len(state.history),
+        "device": state.device,
+        "bf16": state.bf16,
+        "best_epoch": state.best_epoch,
+        VALIDATION_METRIC: state.best_metric,
+        "history": state.history,
+        "test": format_results(test),
+    }
+    ndcg = test[(test.metric == "ndcg") & (test.k == max(config.evaluate.ks))]
+    summary[f"test_ndcg_at_{max(config.evaluate.ks)}"] = float(ndcg.value.iloc[0]) if len(ndcg) else math.nan
+    return summary
+
+
+def log_training_params(config: Config, p: Plan, version: int) -> None:
+    t = config.train
+    mlflow.log_params({"family": p.family, "sequence": t.sequence, "k": t.k, "protocol": t.protocol, "task": p.task,
+                       "workers": t.workers, "use_gpu": t.use_gpu, "sharding": t.sharding,
+                       "sequences_version_read": version})
+    mlflow.log_params({f"model.{key}": value for key, value in p.settings.items()})
+    mlflow.set_tags({"family": p.family, "sequence": t.sequence, "task": p.task})
+    if p.parent is not None:
+        mlflow.set_tags({"parent_model": p.parent_ref, "fine_tuned_from": p.parent.name})
+
+
+def run_sequential_train(config: Config, run_name: str = "train") -> dict[str, Any]:
+    """Train ``model.family`` (sasrec/gsasrec/bert4rec) on Ray Train; log and return the summary."""
+    from musicrec.runtime.mlflow_setup import setup_mlflow
+    from musicrec.runtime.ray_setup import init_ray
+    from musicrec.tracking.runs import log_lineage
+
+    p = plan(config)  # validated before Ray starts
+    t = config.train
+    init_ray(config)
     version = sequences_version(config.lake.root, config.dataset.name, t.protocol, t.sequence, t.k,
                                 t.sequences_version)
-    rows = training_dataset(config.lake.root, config.dataset.name, t.protocol, t.sequence, t.k, version)
-
     setup_mlflow(config)
     # Nested under a caller's active run (a benchmark) rather than failing on it.
     with mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None) as run:
         log_lineage(config, TABLES_READ)
-        mlflow.log_params({"family": family, "sequence": t.sequence, "k": t.k, "protocol": t.protocol, "task": task_name, "workers": t.workers,
-                           "use_gpu": t.use_gpu, "sharding": t.sharding, "sequences_version_read": version})
-        mlflow.log_params({f"model.{key}": value for key, value in settings.items()})
-        mlflow.set_tags({"family": family, "sequence": t.sequence, "task": task_name})
-        if parent is not None:
-            mlflow.set_tags({"parent_model": parent_ref, "fine_tuned_from": parent.name})
-
-        storage = Path(t.storage_path) if "://" not in t.storage_path else None
-        name = f"{config.dataset.name}-{family}-{run.info.run_id}"
-        spec = WorkerSpec(
-            family=family,
-            model_config=settings,
-            seed=config.seed,
-            items=ray.put(parent.items.ids) if parent is not None else None,
-            sharding=t.sharding,
-            batch_size=settings["batch_size"],
-            max_epochs=settings["max_epochs"],
-            patience=settings["patience"],
-            checkpoint_every_steps=t.checkpoint_every_steps,
-            mixed_precision=t.mixed_precision,
-            lake_root=str(Path(config.lake.root).resolve()) if "://" not in config.lake.root else config.lake.root,
-            dataset=config.dataset.name,
-            task=task_name,
-            sequence=t.sequence,
-            k=t.k,
-            val_batch_size=t.val_batch_size,
-            parent_state=ray.put(parent.model.state()) if parent is not None else None,
-            fail_at_step=t.fail_at_step,
-            fail_marker=str(storage.resolve() / name / "injected_failure") if storage is not None else "",
-        )
-        result = trainer_for(config, spec, worker_datasets(rows, t.workers, t.sharding), name).fit()
+        log_training_params(config, p, version)
+        result = fit_on_ray_train(config, p, version, f"{config.dataset.name}-{p.family}-{run.info.run_id}")
         if result.checkpoint is None:
             raise RuntimeError(f"training ended without a checkpoint ({result.error})")
         with result.checkpoint.as_directory() as directory:
-            state = load_state(Path(directory))
-            weights = best_weights(Path(directory))
-            items = checkpoint_items(Path(directory))
-        mlflow.log_param("n_items", len(items))
-
-        for record in state.history:
-            step = int(record["epoch"])
-            mlflow.log_metrics({"train/loss": record["loss"], f"val/{task_name}/ndcg_at_100": record["metric"],
-                                "train/epoch_seconds": record["seconds"]}, step=step)
-        with tempfile.TemporaryDirectory() as tmp:
-            mlflow.log_artifact(str(plot_curve(state.history, Path(tmp) / "training_curve.png")), "plots")
-
-        model = family_class(family)(family_class(family).Config.model_validate(settings), seed=config.seed)
-        model.init_network(len(items))
-        if weights is not None:
-            model.network.load_state_dict(weights)
-        model.network.eval()
-        fitted = FittedModel(f"{family}[{t.sequence}]", model, items, t.sequence, t.k)
-        with tempfile.TemporaryDirectory() as tmp:
-            fitted.save(Path(tmp) / "model")
-            mlflow.log_artifacts(str(Path(tmp) / "model"), "model")
-        test = evaluate_holdout([fitted], config.lake.root, config.dataset.name, "test", [task_name],
-                                EvalOptions(ks=tuple(config.evaluate.ks), metrics=("ndcg", "recall", "hr")))
-        log_results(test, artifact_file="evaluation/test_results.csv")
-        mlflow.log_metrics({"best_epoch": state.best_epoch, f"best/{VALIDATION_METRIC}": state.best_metric,
-                            "epochs_trained": len(state.history)})
-        summary = {
-            "run_id": run.info.run_id,
-            "training_run": run.info.run_id,
-            "family": family,
-            "sequence": t.sequence,
-            "k": t.k,
-            "task": task_name,
-            "epochs": len(state.history),
-            "device": state.device,
-            "bf16": state.bf16,
-            "best_epoch": state.best_epoch,
-            VALIDATION_METRIC: state.best_metric,
-            "history": state.history,
-            "checkpoint": result.checkpoint.path,
-            "test": format_results(test),
-        }
-        ndcg = test[(test.metric == "ndcg") & (test.k == max(config.evaluate.ks))]
-        summary[f"test_ndcg_at_{max(config.evaluate.ks)}"] = float(ndcg.value.iloc[0]) if len(ndcg) else math.nan
-        if parent is not None:
-            summary["parent"] = parent_ref
+            summary = log_trained(config, p, Path(directory))
+        summary = {"run_id": run.info.run_id, "training_run": run.info.run_id, **summary,
+                   "checkpoint": result.checkpoint.path}
+        if p.parent is not None:
+            summary["parent"] = p.parent_ref
     return summary

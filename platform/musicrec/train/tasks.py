@@ -1,0 +1,40 @@
+"""Which tasks a training sequence serves, and which one's validation users judge a model."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from musicrec.config import Config
+from musicrec.contract import TASKS, parse_name, task
+from musicrec.errors import InputError
+
+if TYPE_CHECKING:
+    from musicrec.models import FittedModel
+
+
+def sequence_tasks(sequence: str) -> tuple[str, ...]:
+    """The tasks a model trained on ``sequence`` serves (paper 000): a listening history every task
+    of its domain through the candidate filter, a task's own sequence only that task."""
+    kind, domain = parse_name(sequence)
+    if kind == "lh":
+        return tuple(n for n, t in TASKS.items() if t.domain == domain)
+    return tuple(n for n, t in TASKS.items() if t.truth == sequence)
+
+
+def validation_task(config: Config) -> str:
+    """``train.task``, or the task the training sequence serves (lh/disc: discovery, fam: familiar)."""
+    kind, domain = parse_name(config.train.sequence)
+    default = {("track", False): "T1", ("track", True): "T2", ("artist", False): "T3", ("artist", True): "T4"}
+    name = config.train.task or default[(domain, kind == "fam")]
+    if task(name).domain != domain:
+        raise InputError(f"train.task={name} is a {task(name).domain} task but train.sequence={config.train.sequence}")
+    return name
+
+
+def validation_ndcg(fitted: FittedModel, examples, batch_size: int) -> float:
+    """NDCG@100 of ``fitted`` on the task's holdout validation ``examples`` (what picks epochs and trials)."""
+    from musicrec.evaluate.protocols import EvalOptions, evaluate_task
+
+    options = EvalOptions(ks=(100,), metrics=("ndcg",), batch_size=batch_size)
+    rows = evaluate_task(fitted, examples, "holdout", "val", options)
+    return float(next(r["value"] for r in rows if r["metric"] == "ndcg" and r["k"] == 100))

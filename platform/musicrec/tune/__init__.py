@@ -1,0 +1,1 @@
+"""``musicrec tune``: Ray Tune sweeps (Optuna search, ASHA early stopping) of any trainable family."""
