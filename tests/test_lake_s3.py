@@ -16,14 +16,9 @@ from musicrec.lake import delta, manifest
 from musicrec.lake.snapshot import JobSnapshot
 from musicrec.lake.tables import table_path
 from musicrec.runner import run_verb
+from ports import free_port
 
 BUCKET = "lake"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +31,7 @@ def s3(spark):
     import boto3
 
     # Its own process: an in-process server thread needs the GIL, which delta-rs holds while it waits on S3.
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(600):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -22,6 +21,7 @@ from musicrec.lake.snapshot import JobSnapshot
 from musicrec.lake.tables import table_path
 from musicrec.prep import stats
 from musicrec.prep.job import OUTPUT_TABLES, run_preprocess
+from ports import free_port
 
 SPARK_CLASS = Path(pyspark.__file__).parent / "bin" / "spark-class"
 SMALL = (
@@ -126,12 +126,6 @@ def test_spark_submit_local(local_submit):
     assert all(tables[t] for t in OUTPUT_TABLES)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _alive_workers(webui_port: int) -> int:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{webui_port}/json/", timeout=2) as r:
@@ -146,7 +140,7 @@ def standalone_master(tmp_path):
 
     Yields the master URL and the worker's work directory (one folder per application it ran).
     """
-    port, webui = _free_port(), _free_port()
+    port, webui = free_port(), free_port()
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(tmp_path)}
     processes: list[subprocess.Popen] = []
 
@@ -160,7 +154,7 @@ def standalone_master(tmp_path):
         start("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
               "--webui-port", str(webui))  # fmt: skip
         start("worker", "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}", "--host", "127.0.0.1",
-              "--cores", "2", "--memory", "2g", "--webui-port", str(_free_port()),
+              "--cores", "2", "--memory", "2g", "--webui-port", str(free_port()),
               "--work-dir", str(tmp_path / "work"))  # fmt: skip
         deadline = time.monotonic() + 120
         while _alive_workers(webui) < 1:

@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from musicrec.models import load_model
 from musicrec.runner import run_verb
 from musicrec.train.classic import fit_from_lake
 from musicrec.train.job import run_train
+from ports import free_port
 from toy_lake import write_toy_lake
 from train_lake import write_lake
 
@@ -101,12 +101,6 @@ def test_train_errors_are_one_line(lake, tmp_path, capsys):
     code = main(["evaluate", *settings(lake, tmp_path / "mlflow", "evaluate.protocols=[holdout]", f"evaluate.model_uri={tmp_path / 'nothing'}")])
     err = capsys.readouterr().err
     assert code == 1 and "evaluate.model_uri" in err and "Traceback" not in err
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_head(ray_bin: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:

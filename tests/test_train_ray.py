@@ -18,21 +18,13 @@ import pytest
 
 from musicrec.config import load_config
 from musicrec.models import load_model
-from train_lake import write_lake
+from train_lake import TINY_GSASREC, write_lake
 
 pytestmark = [pytest.mark.ray, pytest.mark.integration]
 
 TINY = (
-    "model.family=gsasrec",
-    "model.embedding_dim=16",
-    "model.ffn_dim=16",
-    "model.num_blocks=1",
-    "model.max_len=12",
-    "model.batch_size=32",
-    "model.negatives=8",
-    "model.gbce_alpha=null",
+    *TINY_GSASREC,
     "model.learning_rate=0.01",
-    "model.weight_decay=0.0",
     "train.cpus_per_worker=0.5",
     "runtime.log_level=WARNING",
 )

@@ -20,22 +20,12 @@ import pytest
 
 from musicrec.config import load_config
 from musicrec.registry.register import register_run
-from train_lake import write_lake
+from train_lake import TINY_GSASREC, write_lake
 
 pytestmark = [pytest.mark.ray, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = (
-    "model.embedding_dim=16",
-    "model.ffn_dim=16",
-    "model.num_blocks=1",
-    "model.max_len=12",
-    "model.batch_size=32",
-    "model.negatives=8",
-    "model.gbce_alpha=null",
-    "model.weight_decay=0.0",
-    "model.max_epochs=3",
-)
+
 
 
 def test_a_gsasrec_sweep_logs_each_trial_under_one_parent_stops_some_early_and_registers_the_best_once(tmp_path):
@@ -47,7 +37,8 @@ def test_a_gsasrec_sweep_logs_each_trial_under_one_parent_stops_some_early_and_r
         f"train.storage_path={tmp_path / 'ray'}",
         "runtime.ray.num_cpus=2",
         "runtime.progress=false",
-        *TINY,
+        *TINY_GSASREC,
+        "model.max_epochs=3",
         "tune.num_samples=4",
         "tune.max_concurrent=2",
         "tune.grace_period=1",

@@ -17,6 +17,18 @@ from deltalake import write_deltalake
 
 N_ITEMS = 60
 GT = 3
+# A gSASRec small enough to train on these walks in seconds per epoch.
+TINY_GSASREC = (
+    "model.family=gsasrec",
+    "model.embedding_dim=16",
+    "model.ffn_dim=16",
+    "model.num_blocks=1",
+    "model.max_len=12",
+    "model.batch_size=32",
+    "model.negatives=8",
+    "model.gbce_alpha=null",
+    "model.weight_decay=0.0",
+)
 
 
 def walks(n_users: int, seed: int) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
