@@ -120,3 +120,15 @@ def test_the_retrieval_benchmark_runs_on_a_tiny_catalogue():
     assert exhaustive["exact_qps"] > 0 and exhaustive["qps_ratio"] == pytest.approx(
         exhaustive["approx_qps"] / exhaustive["exact_qps"]
     )
+
+
+def test_the_retrieval_and_recommend_sections_are_validated():
+    from musicrec.config import load_config
+    from musicrec.errors import ConfigError
+
+    config = load_config(overrides=["retrieval.kind=hnsw", "recommend.tasks=[T3,T4]", "recommend.k=5"])
+    assert (config.retrieval.kind, config.recommend.tasks, config.recommend.k) == ("hnsw", ["T3", "T4"], 5)
+    for bad, key in (("retrieval.kind=lsh", "retrieval.kind"), ("recommend.tasks=[next_track]", "recommend.tasks"),
+                     ("recommend.k=0", "recommend.k"), ("retrieval.approximate_from=0", "retrieval.approximate_from")):
+        with pytest.raises(ConfigError, match=key):
+            load_config(overrides=[bad])

@@ -28,6 +28,7 @@ from musicrec.config import Config
 from musicrec.contract import parse_name, task
 from musicrec.errors import InputError
 from musicrec.models import FittedModel, family_class, load_model
+from musicrec.retrieval.index import log_index
 from musicrec.train.loop import (
     VALIDATION_METRIC,
     WorkerSpec,
@@ -213,6 +214,7 @@ def run_sequential_train(config: Config, run_name: str = "train") -> dict[str, A
         with tempfile.TemporaryDirectory() as tmp:
             fitted.save(Path(tmp) / "model")
             mlflow.log_artifacts(str(Path(tmp) / "model"), "model")
+        log_index(fitted, config.retrieval, config.seed)  # the run's `index` artifact (retrieval)
         test = evaluate_holdout([fitted], config.lake.root, config.dataset.name, "test", [task_name],
                                 EvalOptions(ks=tuple(config.evaluate.ks), metrics=("ndcg", "recall", "hr")))
         log_results(test, artifact_file="evaluation/test_results.csv")
