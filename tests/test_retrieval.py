@@ -12,7 +12,7 @@ from musicrec.bench.retrieval import bench_retrieval, recall_at
 from musicrec.config.models import ALSConfig
 from musicrec.config.schema import RetrievalConfig
 from musicrec.contract import task as task_of
-from musicrec.evaluate.protocols import recommend
+from musicrec.evaluate.protocols import model_inputs, recommend
 from musicrec.models import family_class, fit_model
 from musicrec.retrieval.index import build_index, describe, load_index, save_index
 from musicrec.retrieval.retriever import Retriever
@@ -82,6 +82,34 @@ def test_a_user_with_a_zero_query_gets_the_lowest_ids_as_the_evaluator_does(mode
     history = Ragged.from_lists([[0, 2, 5]])
     items, scores = search(index, item_emb, np.zeros((1, item_emb.shape[1]), np.float32), history, "T1", 5)
     assert items.tolist() == [[1, 3, 4, 6, 7]] and scores.tolist() == [[0.0] * 5]
+
+
+def test_an_approximate_index_still_gives_k_new_items_scored_as_the_model_scores_them(models):
+    fitted, history = models["track"]
+    # One list probed of 30: candidates run out for many users, who then fall back to exact ranking.
+    settings = RetrievalConfig(approximate_from=1, nlist=30, nprobe=1)
+    retriever = Retriever(fitted, build_index(fitted.model.item_embeddings(), settings), settings)
+    assert describe(retriever.index)["kind"] == "ivf"
+    items, scores = retriever.top_k(history, "T1", K)
+    exact_items, _ = recommend(fitted, history, "T1", K)
+    model_scores = fitted.model.score(model_inputs(fitted, history)).numpy()
+    for i in range(len(history)):
+        known = set(fitted.items.to_dense(history[i]).tolist()) - {-1}
+        dense = fitted.items.to_dense(items[i])
+        assert len(dense) == K and not set(dense.tolist()) & known
+        np.testing.assert_allclose(scores[i], model_scores[i, dense], rtol=1e-5, atol=1e-6)
+        assert np.all(np.diff(scores[i]) <= 0)
+    assert 0.5 < recall_at(items, exact_items) < 1.0
+
+
+def test_a_family_without_embeddings_is_ranked_exactly_without_an_index():
+    users = listening(30, seed=2)
+    fitted = fit_model("mostpop[lh_track]", family_class("mostpop")(), users)
+    retriever = Retriever(fitted, None, RetrievalConfig())
+    history = Ragged.from_lists(users)
+    for task in ("T1", "T2"):
+        got, want = retriever.top_k(history, task, 10), recommend(fitted, history, task, 10)
+        np.testing.assert_array_equal(got[0], want[0])
 
 
 def test_index_kind_and_parameters_follow_the_config_and_survive_saving(tmp_path):

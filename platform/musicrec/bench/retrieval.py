@@ -42,7 +42,7 @@ def recall_at(approx: np.ndarray, exact: np.ndarray) -> float:
 
 def bench_retrieval(
     n_items: int = 1_000_000,
-    n_queries: int = 2_000,
+    n_queries: int = 1_000,
     dim: int = 64,
     k: int = 100,
     settings: RetrievalConfig | None = None,

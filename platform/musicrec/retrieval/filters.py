@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from musicrec.arrays import Ragged
+from musicrec.config.schema import RetrievalConfig
 from musicrec.evaluate.ranking import task_filter, topk
 from musicrec.retrieval.index import configure_search, is_exact
 
@@ -40,7 +41,7 @@ def search(
     task: str,
     k: int,
     margin: int = 16,
-    settings=None,
+    settings: RetrievalConfig | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k dense item indices (n, k; padded -1) and their float32 scores (padded -inf) under the task's filter.
 
@@ -58,7 +59,7 @@ def search(
     drop = history.distinct() if kind == "exclude" else Ragged.from_lists([[]] * len(history))
     n_items = len(item_emb)
     # Room for a typical history first; the users with longer ones are fetched again below.
-    first = min(n_items, k + margin + int(np.median(drop.lengths)) if len(drop) else k + margin)
+    first = min(n_items, k + margin + (int(np.median(drop.lengths)) if len(drop) else 0))
     cand, floor = _fetch(index, queries, drop, first, settings)
     # Users left short of K + margin by the dropped history: fetch again with room for all of it.
     short = np.flatnonzero(((cand >= 0).sum(axis=1) < k + margin) & (first < n_items))
@@ -69,21 +70,24 @@ def search(
         cand[short] = more
         floor[short] = more_floor
     items, scores = _rank(item_emb, queries, cand, k)
+    kth = scores[:, -1]  # -inf where a row has fewer than k candidates
     if is_exact(index):
-        fetched_all = cand.shape[1] >= n_items
-        kth = scores[:, -1]
-        unsafe = ~fetched_all & (kth <= floor + TIE_TOLERANCE * np.maximum(np.abs(floor), 1.0))
-        rows = np.flatnonzero(unsafe)
-        if len(rows):
-            items[rows], scores[rows] = _full(item_emb, queries[rows], drop.take(rows), k)
+        # Items not fetched score at most the floor: a K-th score near it may tie with one of them.
+        unsafe = kth <= floor + TIE_TOLERANCE * np.maximum(np.abs(floor), 1.0)
+    else:
+        # An approximate index may return fewer than asked for (IVF's probed lists ran out).
+        unsafe = kth == -np.inf
+    rows = np.flatnonzero(unsafe & (cand.shape[1] < n_items))
+    if len(rows):
+        items[rows], scores[rows] = _full(item_emb, queries[rows], drop.take(rows), k)
     return items, scores
 
 
 def _fetch(
-    index: faiss.Index, queries: np.ndarray, drop: Ragged, fetch: int, settings
+    index: faiss.Index, queries: np.ndarray, drop: Ragged, fetch: int, settings: RetrievalConfig | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The index's top ``fetch`` of each query minus its ``drop`` items (-1 where dropped or missing),
-    and the lowest score the index returned per query (what any item not fetched scores at most)."""
+    and the lowest score the index returned per query (with an exact index, what any item not fetched scores at most)."""
     if settings is not None:
         configure_search(index, settings, fetch)
     scores, ids = index.search(queries, fetch)
