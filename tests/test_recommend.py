@@ -114,6 +114,7 @@ def test_a_champions_recommendations_are_the_evaluators_and_a_rerun_changes_noth
     meta = written_by(path, first["version"])
     config = load_config(overrides=settings(root, f"recommend.model={CHAMPION}"))
     assert meta["mlflow_run_id"] == first["mlflow_run"] and meta["config_hash"] == config_hash(config)
+    assert (meta["model_run"], meta["model_version"]) == (models["track_run"], "1")
 
     second = recommend_with(models, spark, f"recommend.model={CHAMPION}")
     assert second["version"] == first["version"] + 1
