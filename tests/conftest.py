@@ -141,6 +141,18 @@ def spark():
     session.stop()
 
 
+@pytest.fixture(scope="module")
+def ray_local():
+    """One in-process Ray for a module's training runs (each would otherwise start its own)."""
+    import ray
+
+    from musicrec.runtime.ray_setup import init_ray
+
+    init_ray(load_config(overrides=("runtime.ray.num_cpus=1",)))
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture
 def config_for(tmp_path):
     """A validated config rooted in ``tmp_path`` (lake, data, MLflow), plus any extra overrides."""

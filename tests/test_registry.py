@@ -45,18 +45,6 @@ def settings(lake: str, mlflow_dir: Path, dataset: str = "toy", *extra: str) -> 
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    """One in-process Ray for the module's training runs (each would otherwise start its own)."""
-    import ray
-
-    from musicrec.runtime.ray_setup import init_ray
-
-    init_ray(load_config(overrides=("runtime.ray.num_cpus=1",)))
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def trained(tmp_path_factory, ray_local):
     """ALS on lh_track (it serves T1 and T2), trained with train.register=true, T1 and T2 promoted."""
     root = tmp_path_factory.mktemp("registry")

@@ -1,7 +1,8 @@
 """The whole local flow: a declared list of verbs, each run as its own MLflow run under the pipeline's.
 
-Later work extends the flow by appending verbs to :data:`STEPS` (e.g. train, register,
-recommend, report), each one registry entry in :mod:`musicrec.verbs`.
+Later work extends the flow by appending verbs to :data:`STEPS` (e.g. train, register, report),
+each one registry entry in :mod:`musicrec.verbs`. ``recommend`` runs when ``recommend.model`` names a
+trained model (the pipeline trains none itself).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from musicrec.config import Config
 
 log = logging.getLogger(__name__)
 
-STEPS: tuple[str, ...] = ("generate", "ingest", "preprocess", "evaluate")
+STEPS: tuple[str, ...] = ("generate", "ingest", "preprocess", "evaluate", "recommend")
 
 
 def data_present(config: Config) -> bool:
@@ -23,8 +24,17 @@ def data_present(config: Config) -> bool:
     return (flat / "listens.parquet").exists() or (flat / "multi_event.parquet").exists()
 
 
-# A step whose output is already there is skipped: the pipeline generates only absent data.
-SKIP_WHEN: dict[str, Callable[[Config], bool]] = {"generate": data_present}
+def _data_present(config: Config) -> str | None:
+    return f"its output is present under {config.data.root}" if data_present(config) else None
+
+
+def _no_model(config: Config) -> str | None:
+    return None if config.recommend.model else "no recommend.model given"
+
+
+# Why a step is skipped (None: it runs): the pipeline generates only absent data, and recommends only
+# when it is told which trained model to use.
+SKIP_WHEN: dict[str, Callable[[Config], str | None]] = {"generate": _data_present, "recommend": _no_model}
 
 
 def run_generate(config: Config) -> dict[str, Any]:
@@ -64,13 +74,14 @@ def run_pipeline(config: Config) -> dict[str, Any]:
     from musicrec.verbs import REGISTRY
 
     summary: dict[str, Any] = {}
+    skipped = {step: SKIP_WHEN[step](config) if step in SKIP_WHEN else None for step in STEPS}
     for i, step in enumerate(STEPS, 1):
-        if step in SKIP_WHEN and SKIP_WHEN[step](config):
-            log.info("[%d/%d] %s: skipped, its output is present under %s", i, len(STEPS), step, config.data.root)
+        if skipped[step]:
+            log.info("[%d/%d] %s: skipped, %s", i, len(STEPS), step, skipped[step])
             continue
         log.info("[%d/%d] %s", i, len(STEPS), step)
         summary[step] = run_verb(step, config)
-        if REGISTRY[step].spark and not any(REGISTRY[later].spark for later in STEPS[i:]):
+        if REGISTRY[step].spark and not any(REGISTRY[later].spark and not skipped[later] for later in STEPS[i:]):
             _stop_spark()  # the later steps need no Spark: give its memory back
     summary["lake"] = str(Path(config.lake.root) / config.dataset.name)
     summary["mlflow_ui"] = ui_hint(config)

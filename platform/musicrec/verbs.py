@@ -142,7 +142,7 @@ _REGISTRY: tuple[Verb, ...] = (
         check="musicrec.bench.run:check_bench",
         experiment="benchmarks",
         flags=(
-            Flag("name", ("bench.name",), "which benchmark (sets bench.name)", ("generate", "preprocess", "evaluate", "train", "als")),
+            Flag("name", ("bench.name",), "which benchmark (sets bench.name)", ("generate", "preprocess", "evaluate", "train", "als", "retrieval")),
             Flag("--sizes", ("bench.sizes",), "comma-separated sizes (benchmark-specific; sets bench.sizes)"),
         ),
     ),
@@ -177,7 +177,19 @@ _REGISTRY: tuple[Verb, ...] = (
         reads=("sequences", "holdout_examples"),
         check="musicrec.tune.sweep:check_tune",
     ),
-    Verb("recommend", "batch recommendations"),
+    Verb(
+        "recommend",
+        "a model's top-K per holdout user and task (faiss index + task filter) into `recommendations` (Spark)",
+        "musicrec.retrieval.recommend:run_recommend",
+        spark=True,
+        reads=("holdout_examples",),
+        writes=("recommendations",),
+        check="musicrec.retrieval.recommend:check_recommend",
+        flags=(
+            Flag("--model", ("recommend.model",), "run id, runs:/ URI or models:/<name>@<alias> (sets recommend.model)"),
+            Flag("--k", ("recommend.k",), "items per user and task (sets recommend.k)", parse=int),
+        ),
+    ),
     Verb("report", "experiment reports"),
 )
 REGISTRY: dict[str, Verb] = {verb.name: verb for verb in _REGISTRY}

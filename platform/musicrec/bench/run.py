@@ -20,7 +20,14 @@ import mlflow
 from musicrec.config import Config
 from musicrec.errors import ConfigError, InputError
 
-DEFAULT_SIZES = {"generate": "yambda-50m", "preprocess": "1M,10M", "evaluate": "10000", "train": "160k", "als": ""}
+DEFAULT_SIZES = {
+    "generate": "yambda-50m",
+    "preprocess": "1M,10M",
+    "evaluate": "10000",
+    "train": "160k",
+    "als": "",
+    "retrieval": "1M",
+}
 
 
 def _count(text: str) -> int:
@@ -83,9 +90,23 @@ def _als(size: str, workdir: Path, config: Config) -> dict[str, Any]:
     return bench_als(config, size)
 
 
-RUNNERS = {"generate": _generate, "preprocess": _preprocess, "evaluate": _evaluate, "train": _train, "als": _als}
-# Benchmarks that also take the config (the model they train, the lake they read).
-CONFIGURED = {"train", "als"}
+def _retrieval(size: str, workdir: Path, config: Config) -> dict[str, Any]:
+    from musicrec.bench.retrieval import bench_retrieval
+
+    # Size: the catalogue (items); the approximate index is the config's retrieval.kind and parameters.
+    return bench_retrieval(n_items=_count(size), settings=config.retrieval, seed=config.seed)
+
+
+RUNNERS = {
+    "generate": _generate,
+    "preprocess": _preprocess,
+    "evaluate": _evaluate,
+    "train": _train,
+    "als": _als,
+    "retrieval": _retrieval,
+}
+# Benchmarks that also take the config (the model they train, the lake they read, the index they build).
+CONFIGURED = {"train", "als", "retrieval"}
 
 
 def check_bench(config: Config) -> None:

@@ -16,6 +16,7 @@ from musicrec.config.models import FAMILY_NAMES, ClassicFamily, GSASRecConfig, M
 from musicrec.config.section import Section
 from musicrec.contract import (
     FEEDBACKS,
+    HOLDOUT_TASKS,
     PROTOCOL_KINDS,
     Feedback,
     Protocol,
@@ -205,7 +206,7 @@ class ScoreConfig(Section):
 class BenchConfig(Section):
     """The ``bench`` verb: which benchmark, at which sizes (empty: the benchmark's defaults)."""
 
-    name: Literal["generate", "preprocess", "evaluate", "train", "als"] | None = None  # required by the verb
+    name: Literal["generate", "preprocess", "evaluate", "train", "als", "retrieval"] | None = None  # required by the verb
     sizes: str = ""
 
 
@@ -348,6 +349,42 @@ class TuneConfig(Section):
         return space
 
 
+class RetrievalConfig(Section):
+    """The faiss index of a model's item embeddings: built with its training run, searched by ``recommend``."""
+
+    # Catalogues of at least this many items get an approximate index; smaller ones an exact one.
+    approximate_from: int = Field(1_000_000, ge=1)
+    kind: Literal["ivf", "hnsw"] = "ivf"
+    nlist: int = Field(0, ge=0)  # IVF lists; 0: 4 * sqrt(n_items)
+    # IVF lists searched per query: recall@100 0.96 with 4 * sqrt(n) lists on 1M items (musicrec bench retrieval).
+    nprobe: int = Field(256, ge=1)
+    hnsw_m: int = Field(32, ge=2)
+    ef_construction: int = Field(128, ge=1)
+    ef_search: int = Field(256, ge=1)  # raised to the number of candidates fetched when that is larger
+    # Candidates fetched beyond K (and the history a discovery task drops), so that the float rounding
+    # between faiss's scores and the model's cannot move an item across the top-K boundary.
+    margin: int = Field(16, ge=0)
+
+
+class RecommendConfig(Section):
+    """``musicrec recommend``: a model's top-K per user and task into the ``recommendations`` table."""
+
+    # An MLflow run id, a runs:/ URI, models:/<name>@<alias> or models:/<name>/<version> (required by the verb).
+    model: str = ""
+    tasks: list[str] = Field(default_factory=list)  # empty: every holdout task (T1-T4) the model serves
+    k: int = Field(100, ge=1)
+    split: Window = "test"  # the users recommended for: holdout users of this split, with their history
+    batch_size: int = Field(1024, ge=1)  # users scored at once (bounds memory with K and the history)
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, tasks: list[str]) -> list[str]:
+        wrong = [name for name in tasks if name not in HOLDOUT_TASKS]
+        if wrong:
+            raise ValueError(f"unknown task {wrong[0]!r}; expected some of {', '.join(HOLDOUT_TASKS)}")
+        return tasks
+
+
 class Config(Section):
     runtime: RuntimeConfig = RuntimeConfig()
     data: DataConfig = DataConfig()
@@ -369,4 +406,6 @@ class Config(Section):
     register: RegisterConfig = RegisterConfig()
     promote: PromoteConfig = PromoteConfig()
     tune: TuneConfig = TuneConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+    recommend: RecommendConfig = RecommendConfig()
     model: ModelConfig = GSASRecConfig()

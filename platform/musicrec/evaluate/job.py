@@ -83,7 +83,7 @@ def _plot(df: pd.DataFrame, k: int):
     return fig
 
 
-def load_trained(uri: str) -> FittedModel:
+def load_trained(uri: str, key: str = "evaluate.model_uri") -> FittedModel:
     """A model saved by ``musicrec train``: a saved-model folder, an MLflow run id (its ``model``
     artifact), any MLflow artifact URI (``runs:/<id>/model``), or a registered model
     (``models:/<dataset>.<task>.<family>@champion`` or ``/<version>``: evaluated on its task only)."""
@@ -99,7 +99,7 @@ def load_trained(uri: str) -> FittedModel:
         # A registered model is the pyfunc wrapping the saved folder (MLmodel at its root).
         return fitted_from_pyfunc(local) if (Path(local) / "MLmodel").is_file() else load_model(local)
     except Exception as e:  # noqa: BLE001 - MLflow raises several types for a wrong id or URI
-        raise InputError(f"evaluate.model_uri={uri!r}: no saved model there ({type(e).__name__}: {e})") from None
+        raise InputError(f"{key}={uri!r}: no saved model there ({type(e).__name__}: {e})") from None
 
 
 def _scorer(config: Config, family: str) -> Model:

@@ -26,6 +26,7 @@ from musicrec.errors import InputError
 from musicrec.evaluate.protocols import EvalOptions, evaluate, format_results, log_results
 from musicrec.lake.readers import load_gts, load_holdout, read_training_sequences, sequences_version
 from musicrec.models import FittedModel, family_class, fit_model
+from musicrec.retrieval.index import log_index
 from musicrec.runtime.mlflow_setup import setup_mlflow
 from musicrec.tracking.runs import log_lineage
 from musicrec.train.tasks import sequence_tasks
@@ -122,6 +123,7 @@ def log_trained(model: FittedModel, config: Config) -> pd.DataFrame:
     try:
         folder = model.save(workdir / "model")
         mlflow.log_artifacts(str(folder), "model")
+        log_index(model, config.retrieval, config.seed)  # the run's `index` artifact, where the family has embeddings
         if config.train.output_dir:
             shutil.copytree(folder, config.train.output_dir, dirs_exist_ok=True)
     finally:

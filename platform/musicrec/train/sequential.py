@@ -28,6 +28,7 @@ import mlflow
 from musicrec.config import Config
 from musicrec.errors import InputError
 from musicrec.models import FittedModel, family_class, load_model
+from musicrec.retrieval.index import log_index
 from musicrec.train.loop import (
     VALIDATION_METRIC,
     WorkerSpec,
@@ -217,6 +218,7 @@ def log_trained(config: Config, p: Plan, directory: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         fitted.save(Path(tmp) / "model")
         mlflow.log_artifacts(str(Path(tmp) / "model"), "model")
+    log_index(fitted, config.retrieval, config.seed)  # the run's `index` artifact (retrieval)
     test = evaluate_holdout([fitted], config.lake.root, config.dataset.name, "test", [p.task],
                             EvalOptions(ks=tuple(config.evaluate.ks), metrics=("ndcg", "recall", "hr")))
     log_results(test, artifact_file="evaluation/test_results.csv")
