@@ -87,3 +87,15 @@ def test_shipped_sweeps_have_valid_spaces(preset):
     config = load_config([preset])
     check_space(config)
     assert config.tune.num_samples >= 4 and config.tune.space
+
+
+def test_concurrent_sequential_trials_must_leave_a_cpu_for_reading_their_data():
+    from musicrec.tune.sweep import check_local_cpus
+
+    sweep = ["model.family=gsasrec", "tune.max_concurrent=2", "tune.cpus_per_trial=0.1"]
+    check_local_cpus(load_config(overrides=[*sweep, "train.cpus_per_worker=0.4"]), 2)
+    with pytest.raises(ConfigError, match="leave no CPU of this 2-CPU Ray"):
+        check_local_cpus(load_config(overrides=[*sweep, "train.cpus_per_worker=1.0"]), 2)
+    check_local_cpus(load_config(overrides=[*sweep, "train.cpus_per_worker=1.0"]), 4)
+    # A classic trial reads its data inside its own reservation.
+    check_local_cpus(load_config(overrides=["model.family=als", "tune.max_concurrent=2"]), 2)

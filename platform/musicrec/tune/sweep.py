@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import pandas as pd
 
 from musicrec.config import Config
 from musicrec.config.models import CLASSIC_FAMILIES
-from musicrec.errors import InputError
+from musicrec.errors import ConfigError, InputError
 from musicrec.train.classic import READS, pinned_version
 from musicrec.train.loop import VALIDATION_METRIC
 from musicrec.train.sequential import SEQUENTIAL_FAMILIES, plan, storage_uri
@@ -38,6 +39,23 @@ def check_tune(config: Config) -> None:
     check_space(config)
     if family in SEQUENTIAL_FAMILIES:
         plan(config)
+    if not (config.runtime.ray.address or os.environ.get("RAY_ADDRESS")):
+        check_local_cpus(config, config.runtime.ray.num_cpus or os.cpu_count() or 1)
+
+
+def check_local_cpus(config: Config, cpus: float) -> None:
+    """On the in-process Ray the CPUs are known: concurrent sequential trials must leave one for the
+    Ray Data tasks that read their training data, or every trial waits for it forever."""
+    t, train = config.tune, config.train
+    if config.model.family not in SEQUENTIAL_FAMILIES:
+        return
+    per_trial = t.cpus_per_trial + train.workers * train.cpus_per_worker
+    if t.max_concurrent * per_trial > cpus - 1:
+        raise ConfigError(
+            f"tune.max_concurrent={t.max_concurrent} trials x (tune.cpus_per_trial={t.cpus_per_trial} + "
+            f"train.workers={train.workers} x train.cpus_per_worker={train.cpus_per_worker}) CPUs leave no CPU "
+            f"of this {cpus:g}-CPU Ray to read the training data; lower train.cpus_per_worker or tune.max_concurrent"
+        )
 
 
 def _scheduler(config: Config, max_t: int):
