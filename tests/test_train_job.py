@@ -187,7 +187,7 @@ def test_ray_job_submit_of_jobs_train_with_token_auth(ray_head, lake, tmp_path):
     refused = subprocess.run([ray_bin, "job", "list", "--address", address], env=no_token, capture_output=True, text=True)
     assert refused.returncode != 0
 
-    overrides = settings(lake, tmp_path / "mlflow", *ALS_SMALL, f"train.output_dir={tmp_path / 'out'}")
+    overrides = settings(lake, tmp_path / "mlflow", *ALS_SMALL, f"train.output_dir={tmp_path / 'out'}", "train.register=true")
     submitted = submit(address, env, "--working-dir", str(REPO / "jobs"), "--", sys.executable, "train.py", *overrides)
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     assert "succeeded" in submitted.stdout
@@ -195,6 +195,17 @@ def test_ray_job_submit_of_jobs_train_with_token_auth(ray_head, lake, tmp_path):
     assert saved.model.family == "als" and saved.sequence == "lh_track"
     meta = json.loads((tmp_path / "out" / "model.json").read_text())
     assert meta["config"]["factors"] == 8
+
+    # The registered model, promoted and then evaluated by its alias, each a submitted job.
+    common = settings(lake, tmp_path / "mlflow")
+    for job, *args in (("promote.py", "promote.task=T1", "promote.family=als", "promote.metric=ndcg_at_10"),
+                       ("evaluate.py", "evaluate.protocols=[holdout]", "evaluate.model_uri=models:/toy.T1.als@champion")):
+        done = submit(address, env, "--working-dir", str(REPO / "jobs"), "--", sys.executable, job, *common, *args)
+        assert done.returncode == 0 and "succeeded" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
+    runs = {r.info.run_name: r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")}
+    evaluated, trained = runs["evaluate"].data.metrics, runs["train als[lh_track]"].data.metrics
+    assert evaluated[_metric_name("all/test/T1/ndcg_at_10")] == trained["test/T1/ndcg_at_10"]
 
 
 def test_ray_job_submit_trains_gsasrec_and_fails_cleanly(ray_head, tmp_path):

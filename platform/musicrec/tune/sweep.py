@@ -176,7 +176,7 @@ def register_best(config: Config, run_id: str) -> dict[str, Any]:
     champions = []
     for entry in registered:
         try:
-            champions.append(promote(entry["name"], "ndcg_at_100"))
+            champions.append(promote(entry["name"], config.promote.metric))
         except InputError as e:
             # Registered but not comparable with the champion (other data): the user decides.
             log.warning("%s version %s is registered but not promoted: %s", entry["name"], entry["version"], e)
