@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from musicrec.config import Config, ConfigError, load_config
-from musicrec.config.loader import MISSING
+from musicrec.config.loader import MISSING, parse_override
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 ALL_YAML = sorted(CONF.rglob("*.yaml"))
@@ -106,6 +106,17 @@ def test_overrides_are_typed_and_win_over_files(tmp_path):
     assert config.seed == 9
     assert config.preprocess.ks == [1, 3, 5]
     assert config.preprocess.min_len == 3  # untouched default
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    f = tmp_path / "a.yaml"
+    f.write_text("model: {family: gsasrec, learning_rate: 3e-3}\n")
+    assert load_config([f]).model.learning_rate == 0.003
+    assert load_config([f], ["model.weight_decay=1E+2"]).model.weight_decay == 100.0
+    assert parse_override("x=-5e-1") == ("x", -0.5)
+    # Only numbers: a name that merely starts like one stays a string, an int stays an int.
+    assert parse_override("x=1e3x") == ("x", "1e3x")
+    assert parse_override("x=7") == ("x", 7)
 
 
 def test_bad_override_syntax_is_named():
