@@ -10,6 +10,7 @@ they use (below) or explicitly; every test left unmarked is ``unit``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -68,6 +69,47 @@ def pytest_sessionfinish(session, exitstatus):
     if pyspark is not None and pyspark.SparkContext._gateway is not None:
         print("\nERROR: a unit test started a Spark JVM; mark it spark (or use the spark fixture)", file=sys.stderr)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# Which Delta write path a run exercised: the engine each commit names in its commitInfo.
+ENGINES = {"spark_delta": "Apache-Spark/", "delta_rs": "delta-rs:"}
+BASETEMP = pytest.StashKey[Path]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remember_basetemp(request, tmp_path_factory):
+    request.config.stash[BASETEMP] = tmp_path_factory.getbasetemp()
+
+
+def delta_commits_by_engine(root: Path) -> dict[str, tuple[int, int]]:
+    """Per write path: (commits, test folders holding them) of the Delta logs under ``root``, whose
+    first level is one folder per test (or per module fixture)."""
+    commits: dict[str, int] = dict.fromkeys(ENGINES, 0)
+    folders: dict[str, set[str]] = {engine: set() for engine in ENGINES}
+    for entry in root.rglob("_delta_log/*.json"):
+        for line in entry.read_text().splitlines():
+            info = json.loads(line).get("commitInfo") if line.strip() else None
+            if info is None:
+                continue
+            written_by = str(info.get("engineInfo") or info.get("clientVersion") or "")
+            for engine, prefix in ENGINES.items():
+                if written_by.startswith(prefix):
+                    commits[engine] += 1
+                    folders[engine].add(entry.relative_to(root).parts[0])
+    return {engine: (commits[engine], len(folders[engine])) for engine in ENGINES}
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Both Delta write paths must run in ``make test``: say how much each did."""
+    root = config.stash.get(BASETEMP, None)
+    if root is None or not root.is_dir():
+        return
+    counts = delta_commits_by_engine(root)
+    if any(commits for commits, _ in counts.values()):
+        terminalreporter.write_line(
+            "Delta commits by write path: "
+            + "; ".join(f"{engine} {commits} in {folders} test folders" for engine, (commits, folders) in counts.items())
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -374,3 +374,21 @@ def test_a_rerun_removes_what_a_killed_run_left_and_vacuum_keeps_time_travel(spa
     visible = {f for f in files.data_files(path) if not os.path.basename(f).startswith(".")}  # not Hadoop's .crc
     assert visible == files.active_files(path, v)
     assert _uids(spark, path) == [3]
+
+
+def test_the_run_summary_counts_commits_by_the_engine_that_wrote_them(tmp_path):
+    from deltalake import write_deltalake
+
+    from conftest import delta_commits_by_engine
+
+    table = pa.table({"uid": [1, 2]})
+    write_deltalake(str(tmp_path / "test_a" / "t"), table)
+    write_deltalake(str(tmp_path / "test_a" / "t"), table, mode="overwrite")
+    write_deltalake(str(tmp_path / "test_b" / "nested" / "t"), table)
+    # A commit as Spark's Delta writer makes it (its commitInfo names the engine, not a client).
+    spark_log = tmp_path / "test_c" / "t" / "_delta_log"
+    spark_log.mkdir(parents=True)
+    (spark_log / "00000000000000000000.json").write_text(
+        '{"commitInfo":{"operation":"WRITE","engineInfo":"Apache-Spark/4.2.0 Delta-Lake/4.4.0"}}\n{"protocol":{}}\n'
+    )
+    assert delta_commits_by_engine(tmp_path) == {"spark_delta": (1, 1), "delta_rs": (3, 2)}

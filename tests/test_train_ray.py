@@ -148,6 +148,14 @@ def test_run_logs_curve_model_and_fine_tunes_from_it(one_worker, lake):
     assert "plots/training_curve.png" in artifacts
     saved = load_model(mlflow.artifacts.download_artifacts(run_id=general["run_id"], artifact_path="model"))
     assert saved.model.family == "gsasrec" and len(saved.items) == 60
+    # Its faiss index (retrieval) holds the saved model's item embeddings, row i = dense item i.
+    from musicrec.config.schema import RetrievalConfig
+    from musicrec.retrieval.index import load_index
+
+    index = load_index(Path(mlflow.artifacts.download_artifacts(run_id=general["run_id"], artifact_path="index")),
+                       RetrievalConfig())
+    assert index.ntotal == 60 and run.data.params["index.kind"] == "exact"
+    np.testing.assert_array_equal(index.reconstruct_n(0, 60), saved.model.item_embeddings())
     # The saved model is the best epoch's: it reproduces the run's best validation metric.
     from musicrec.evaluate.protocols import EvalOptions, evaluate_task
     from musicrec.lake.readers import load_holdout

@@ -64,12 +64,14 @@ def _scheduler(config: Config, max_t: int):
     class RecordingASHA(ASHAScheduler):
         """ASHA that remembers the trials it stopped before ``max_t`` (stopping at ``max_t`` is the end)."""
 
-        stopped_early: set[str] = set()
+        def __init__(self, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self.stopped_early: set[str] = set()
 
         def on_trial_result(self, tune_controller, trial, result):
             decision = super().on_trial_result(tune_controller, trial, result)
             if decision == TrialScheduler.STOP and result.get("training_iteration", max_t) < max_t:
-                self.stopped_early = {*self.stopped_early, trial.trial_id}
+                self.stopped_early.add(trial.trial_id)
             return decision
 
     t = config.tune
