@@ -59,7 +59,7 @@ def settings(lake: str, mlflow_dir: Path, *extra: str) -> list[str]:
     ]
 
 
-def test_train_logs_config_lineage_metrics_and_the_model_which_evaluate_reproduces(lake, tmp_path):
+def test_train_logs_config_lineage_metrics_and_the_model_which_evaluate_reproduces(lake, tmp_path, monkeypatch):
     overrides = settings(lake, tmp_path / "mlflow", *ALS_SMALL, "train.sequence=disc_track", f"train.output_dir={tmp_path / 'out'}")
     config = load_config(overrides=overrides)
     summary = run_train(config)
@@ -83,11 +83,15 @@ def test_train_logs_config_lineage_metrics_and_the_model_which_evaluate_reproduc
     assert torch.equal(logged.model.score(histories), direct.model.score(histories))
     assert np.array_equal(load_model(tmp_path / "out").model.item_embeddings(), direct.model.item_embeddings())
 
-    # `musicrec evaluate` of the trained model (by run id) gives the train run's test metrics.
+    # `musicrec evaluate` of the trained model (by run id) gives the train run's test metrics, and
+    # leaves no download of the model behind.
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     evaluated = run_verb(
         "evaluate",
         load_config(overrides=settings(lake, tmp_path / "mlflow", "evaluate.protocols=[holdout]", f"evaluate.model_uri={run.info.run_id}"))
     )
+    assert not list((tmp_path / "tmp").glob("musicrec-model-*"))
     again = mlflow.get_run(evaluated["mlflow_run"]).data.metrics
     for name in ("ndcg_at_10", "recall_at_10", "ndcg_at_5"):
         assert again[_metric_name(f"all/test/T1/{name}")] == metrics[f"test/T1/{name}"]

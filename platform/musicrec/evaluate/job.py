@@ -93,11 +93,11 @@ def load_trained(uri: str, key: str = "evaluate.model_uri") -> FittedModel:
         if Path(uri).is_dir():
             return load_model(uri)
         artifact_uri = f"runs:/{uri}/model" if re.fullmatch(r"[0-9a-f]{32}", uri) else uri
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=artifact_uri, dst_path=tempfile.mkdtemp(prefix="musicrec-model-")
-        )
-        # A registered model is the pyfunc wrapping the saved folder (MLmodel at its root).
-        return fitted_from_pyfunc(local) if (Path(local) / "MLmodel").is_file() else load_model(local)
+        # Loading reads every file into memory, so the download is removed at once.
+        with tempfile.TemporaryDirectory(prefix="musicrec-model-") as tmp:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=tmp)
+            # A registered model is the pyfunc wrapping the saved folder (MLmodel at its root).
+            return fitted_from_pyfunc(local) if (Path(local) / "MLmodel").is_file() else load_model(local)
     except Exception as e:  # noqa: BLE001 - MLflow raises several types for a wrong id or URI
         raise InputError(f"{key}={uri!r}: no saved model there ({type(e).__name__}: {e})") from None
 
