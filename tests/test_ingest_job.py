@@ -67,7 +67,16 @@ def sorted_rows(table: pa.Table) -> list[dict]:
     return sorted(table.to_pylist(), key=repr)
 
 
-def test_generated_dataset(spark, generated, config_for):
+def lake_files(config) -> set[str]:
+    root = Path(config.lake.root)
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def test_generated_dataset_a_rerun_and_failed_runs_that_leave_every_table_as_it_was(
+    spark, generated, config_for, tmp_path
+):
+    """One ingest of the generated data, then a re-run and two failing runs on the same lake (one
+    test: the failing runs need a lake holding a good ingest, which is what the first part makes)."""
     config = config_for(f"data.root={generated}", "data.size=tiny", "dataset.name=gen")
     summary = run_ingest(config, spark)
 
@@ -113,18 +122,10 @@ def test_generated_dataset(spark, generated, config_for):
     assert again["versions"] == {name: v + 1 for name, v in summary["versions"].items()}
     assert {name: sorted_rows(lake_table(config, name)) for name in TABLES} == before
 
-
-def lake_files(config) -> set[str]:
-    root = Path(config.lake.root)
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
-
-
-def test_failed_run_leaves_every_table_as_it_was(spark, generated, config_for, tmp_path):
-    good = config_for(f"data.root={generated}", "data.size=tiny", "dataset.name=d")
-    run_ingest(good, spark)
-    versions = {name: table_version(table_path(good.lake.root, "d", name)) for name in TABLES}
-    content = {name: sorted_rows(lake_table(good, name)) for name in TABLES}
-    files = lake_files(good)
+    # Failed runs change nothing: versions, content and files of every table stay as they are.
+    versions = {name: table_version(table_path(config.lake.root, "gen", name)) for name in TABLES}
+    content = {name: sorted_rows(lake_table(config, name)) for name in TABLES}
+    files = lake_files(config)
 
     # Same dataset name and lake, new input: 5% of the listens lose their uid (bound: 1%).
     bad_root = tmp_path / "bad"
@@ -135,7 +136,7 @@ def test_failed_run_leaves_every_table_as_it_was(spark, generated, config_for, t
     mask = pa.array([i < n_bad for i in range(listens.num_rows)])
     uid = pc.if_else(mask, pa.scalar(None, pa.uint32()), listens["uid"])
     pq.write_table(listens.set_column(0, "uid", uid), listens_path)
-    bad = config_for(f"data.root={bad_root}", "data.size=tiny", "dataset.name=d")
+    bad = config_for(f"data.root={bad_root}", "data.size=tiny", "dataset.name=gen")
     with pytest.raises(InputError, match=f"null_uid {n_bad} in flat/tiny/listens.parquet"):
         run_ingest(bad, spark)
 
@@ -146,9 +147,9 @@ def test_failed_run_leaves_every_table_as_it_was(spark, generated, config_for, t
     with pytest.raises(InputError, match="column 'timestamp' has type string"):
         run_ingest(bad, spark)
 
-    assert {name: table_version(table_path(good.lake.root, "d", name)) for name in TABLES} == versions
-    assert {name: sorted_rows(lake_table(good, name)) for name in TABLES} == content
-    assert lake_files(good) == files, "a failed run must not even stage files"
+    assert {name: table_version(table_path(config.lake.root, "gen", name)) for name in TABLES} == versions
+    assert {name: sorted_rows(lake_table(config, name)) for name in TABLES} == content
+    assert lake_files(config) == files, "a failed run must not even stage files"
 
 
 def test_spark_submit_entry_point(generated, tmp_path, spark_submit):

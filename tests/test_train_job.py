@@ -146,6 +146,9 @@ def ray_head():
         "PYTHONPATH": str(REPO / "platform"),
         # A single-machine head: `ray start` would otherwise replace 127.0.0.1 by the machine's address.
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        # On SIGTERM `ray start --block` otherwise drains the node for up to 30 s (for Serve replicas,
+        # of which there are none here) before stopping its processes.
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
     }
     ray_bin = str(Path(sys.executable).parent / "ray")
     # On a loaded machine Ray's client server can time out registering and `--block` then stops
