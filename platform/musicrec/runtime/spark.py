@@ -33,7 +33,7 @@ _LOCAL_DEFAULTS = {
 # runtime.spark.shuffle_partitions=null: every shuffle sized from its data. Spark keeps the width of a
 # persisted DataFrame's shuffle unless told it may change it: without that, the jobs' persisted
 # aggregates would run spark.sql.shuffle.partitions tasks (2,000 on a cluster) whatever their size.
-_ADAPTIVE = {
+ADAPTIVE = {
     "spark.sql.adaptive.coalescePartitions.enabled": "true",
     "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true",
 }
@@ -72,7 +72,7 @@ def get_spark(config: Config, app_name: str = "musicrec") -> SparkSession:
             "spark.databricks.delta.snapshotPartitions": width,
         })  # fmt: skip
     else:
-        settings.update(_ADAPTIVE)
+        settings.update(ADAPTIVE)
     if config.runtime.profile == "cluster":
         # On a cluster the driver must be reachable by executors; only the local profile pins loopback.
         settings.pop("spark.driver.host")
