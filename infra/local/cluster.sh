@@ -42,7 +42,16 @@ launch() {
   echo "$name $!" >>"$pids"
 }
 
-members() { ps -o pid=,stat= -s "$1" 2>/dev/null | awk '$2 !~ /^Z/ {print $1}'; }  # zombies excluded
+# The live processes of a session and their descendants (Ray starts each job's driver in a session
+# of its own); zombies excluded.
+members() {
+  ps -eo pid=,ppid=,sid=,stat= | awk -v s="$1" '
+    { pid[NR] = $1; ppid[NR] = $2; sid[NR] = $3; stat[NR] = $4; if ($3 == s) keep[$1] = 1 }
+    END {
+      do { grew = 0; for (i = 1; i <= NR; i++) if (!(pid[i] in keep) && (ppid[i] in keep)) { keep[pid[i]] = 1; grew = 1 } } while (grew)
+      for (i = 1; i <= NR; i++) if ((pid[i] in keep) && stat[i] !~ /^Z/) print pid[i]
+    }'
+}
 alive() { local s; for s in "$@"; do [ -n "$(members "$s")" ] && return 0; done; return 1; }
 sessions() { awk '{print $2}' "$pids"; }
 running() { [ -s "$pids" ] && alive $(sessions); }
@@ -58,6 +67,8 @@ wait_for() {  # wait_for WHAT SECONDS COMMAND...: until the command succeeds, or
     sleep 1
   done
 }
+
+ray_ready() { curl -sf --oauth2-bearer "$1" "http://$host:$2/api/jobs/" >/dev/null 2>&1; }
 
 spark_worker_registered() { curl -sf "http://$host:$1/json/" | grep -q '"aliveworkers" *: *1'; }
 
@@ -94,22 +105,6 @@ up() {
   fi
   "$node_python" -c 'import musicrec' 2>/dev/null && die "$node_python must not import musicrec"
 
-  # Ray: every port named, all on 127.0.0.1. A single-machine cluster, so its job drivers and workers
-  # bind 127.0.0.1 too instead of the machine's address (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0). Its
-  # temp folder is short because Ray's socket paths must fit in 107 bytes.
-  local token ray_tmp
-  token=$("$bin/python" -c 'import secrets; print(secrets.token_hex(32))')
-  ray_tmp=$(mktemp -d /tmp/musicrec-ray.XXXXXX)
-  ln -sfn "$ray_tmp" "$state/ray"
-  # PATH: `python` in a job's entrypoint is the nodes' Python, as it is for the Ray workers.
-  PATH=$state/python/bin:$PATH RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$token RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 \
-    launch ray "$node_python" "$bin/ray" start --head --block --disable-usage-stats --node-ip-address=$host \
-      --dashboard-host=$host --include-dashboard=true --num-cpus="${RAY_CPUS:-2}" --temp-dir="$ray_tmp" \
-      --port="$gcs" --dashboard-port="$dash" --ray-client-server-port="$client" \
-      --dashboard-agent-listen-port="$agent_http" --dashboard-agent-grpc-port="$agent_grpc" \
-      --runtime-env-agent-port="$renv" --metrics-export-port="$metrics" \
-      --node-manager-port="$node_mgr" --object-manager-port="$obj_mgr"
-
   # Spark: SPARK_LOCAL_IP binds the RPC endpoints and web UIs of the master, the worker and the
   # executors it launches to 127.0.0.1.
   local spark_class
@@ -144,6 +139,35 @@ up() {
     --backend-store-uri "postgresql+psycopg2://mlflow:$password@$host:$pg_port/mlflow" \
     --artifacts-destination "$state/mlartifacts"
 
+  # Ray: every port named, all on 127.0.0.1. A single-machine cluster, so its job drivers and workers
+  # bind 127.0.0.1 too instead of the machine's address (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0). Its
+  # temp folder is short because Ray's socket paths must fit in 107 bytes. A head gives its raylet 30 s
+  # to register, which a loaded machine can miss: then it is started again, twice at most.
+  local token attempt ray_pid ray_tmp
+  token=$("$bin/python" -c 'import secrets; print(secrets.token_hex(32))')
+  for attempt in 1 2 3; do
+    ray_tmp=$(mktemp -d /tmp/musicrec-ray.XXXXXX)
+    ln -sfn "$ray_tmp" "$state/ray"
+    # PATH: `python` in a job's entrypoint is the nodes' Python, as it is for the Ray workers.
+    PATH=$state/python/bin:$PATH RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$token RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 \
+      launch ray "$node_python" "$bin/ray" start --head --block --disable-usage-stats --node-ip-address=$host \
+        --dashboard-host=$host --include-dashboard=true --num-cpus="${RAY_CPUS:-2}" --temp-dir="$ray_tmp" \
+        --port="$gcs" --dashboard-port="$dash" --ray-client-server-port="$client" \
+        --dashboard-agent-listen-port="$agent_http" --dashboard-agent-grpc-port="$agent_grpc" \
+        --runtime-env-agent-port="$renv" --metrics-export-port="$metrics" \
+        --node-manager-port="$node_mgr" --object-manager-port="$obj_mgr"
+    ray_pid=$(awk '$1 == "ray" {print $2}' "$pids")
+    local end=$((SECONDS + 180))
+    until ray_ready "$token" "$dash" || ! alive "$ray_pid" || [ $SECONDS -ge $end ]; do sleep 1; done
+    ray_ready "$token" "$dash" && break
+    while alive "$ray_pid"; do signal_all KILL "$ray_pid"; sleep 0.2; done
+    sed -i '/^ray /d' "$pids"
+    rm -rf "$ray_tmp"
+    [ $attempt -lt 3 ] || die "Ray's head did not start in 3 attempts; see $state/logs/ray.log"
+    echo "cluster: Ray's head did not start (attempt $attempt; see its log below), starting it again" >&2
+    tail -n 3 "$state/logs/ray.log" >&2
+  done
+
   cat >"$state/env" <<EOF
 export SPARK_MASTER=spark://$host:$spark_port
 export SPARK_LOCAL_IP=$host
@@ -157,7 +181,6 @@ EOF
 
   wait_for "Spark worker" 120 spark_worker_registered "$spark_ui"
   wait_for "MLflow server" 120 curl -sf "http://$host:$mlflow_port/health"
-  wait_for "Ray job server" 180 curl -sf --oauth2-bearer "$token" "http://$host:$dash/api/jobs/"
   starting=
   echo "cluster up: spark://$host:$spark_port, Ray http://$host:$dash, MLflow http://$host:$mlflow_port"
   echo "  source $state/env   # then spark-submit / ray job submit as in the README"
@@ -169,9 +192,9 @@ down() {
   [ -s "$pids" ] || { echo "cluster: not running"; return 0; }
   local all end
   all=$(sessions)
-  # SIGTERM to every process of the recorded sessions, SIGKILL to what is left after 20 s.
+  # SIGTERM to every process of the recorded sessions, SIGKILL to what is left after 10 s (Ray's GCS outlives a SIGTERM by more than 30 s).
   signal_all TERM $all
-  end=$((SECONDS + 20))
+  end=$((SECONDS + 10))
   while alive $all && [ $SECONDS -lt $end ]; do sleep 0.5; done
   while alive $all; do signal_all KILL $all; sleep 0.2; done
   [ -L "$state/ray" ] && rm -rf "$(readlink "$state/ray")" "$state/ray"
