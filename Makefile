@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JARS := $(VENV)/jars/packages.txt
 
-.PHONY: setup demo test test-fast lint bench mlflow-ui clean
+.PHONY: setup demo test test-fast lint bench mlflow-ui clean cluster-up cluster-down cluster-status dist
 
 setup: $(STAMP) $(JARS)
 
@@ -47,5 +47,24 @@ bench: setup
 mlflow-ui: setup
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow/mlflow.db
 
+# The package as one zip, shipped with every Spark job to its driver and executors (--py-files; README,
+# "On a cluster"). Needs no venv: the standard library zips it.
+dist: dist/musicrec.zip
+
+dist/musicrec.zip: $(shell find platform/musicrec -name '*.py')
+	@mkdir -p dist
+	$(PYTHON) -m zipfile -c $@ platform/musicrec
+
+# A local multi-process cluster on 127.0.0.1 (infra/local/cluster.sh): Spark standalone, a Ray head
+# with token auth, MLflow on PostgreSQL. `source .cluster/env` afterwards for the README's commands.
+cluster-up: setup
+	@infra/local/cluster.sh up
+
+cluster-down:
+	@infra/local/cluster.sh down
+
+cluster-status:
+	@infra/local/cluster.sh status
+
 clean:
-	rm -rf lake data mlflow spark-warehouse metastore_db
+	rm -rf lake data mlflow spark-warehouse metastore_db dist

@@ -38,7 +38,9 @@ _JVM_MEMORY = re.compile(r"[1-9]\d*([kmgt]b?)?", re.IGNORECASE)
 class SparkConfig(Section):
     master: str = "local[*]"
     driver_memory: str = "6g"
-    shuffle_partitions: int = Field(8, ge=1)
+    # null: adaptive execution sizes every shuffle from the data (spark.sql.adaptive.*); a number fixes the
+    # user shuffle's width and Spark's default one (a small machine, where fewer JVM tasks win).
+    shuffle_partitions: int | None = Field(8, ge=1)
     # Extra Spark settings, passed through as given (e.g. spark.executor.memory on a cluster).
     conf: dict[str, str] = Field(default_factory=dict)
 

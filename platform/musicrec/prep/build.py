@@ -46,9 +46,11 @@ def to_stream(events: DataFrame, code: int | Column) -> DataFrame:
     )
 
 
-def partition_by_user(stream: DataFrame, n_partitions: int) -> DataFrame:
-    """The one shuffle: all events of a user in one partition, in canonical order."""
-    return stream.repartition(n_partitions, "uid").sortWithinPartitions(*ORDER)
+def partition_by_user(stream: DataFrame, n_partitions: int | None) -> DataFrame:
+    """The one shuffle: all events of a user in one partition, in canonical order. Without a number,
+    adaptive execution may coalesce it (Spark never resizes a repartition of a given width)."""
+    by_user = stream.repartition(n_partitions, "uid") if n_partitions else stream.repartition("uid")
+    return by_user.sortWithinPartitions(*ORDER)
 
 
 @dataclass(frozen=True)

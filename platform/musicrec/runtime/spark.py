@@ -30,6 +30,13 @@ _LOCAL_DEFAULTS = {
     "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
     "spark.sql.parquet.compression.codec": "zstd",
 }
+# runtime.spark.shuffle_partitions=null: every shuffle sized from its data. Spark keeps the width of a
+# persisted DataFrame's shuffle unless told it may change it: without that, the jobs' persisted
+# aggregates would run spark.sql.shuffle.partitions tasks (2,000 on a cluster) whatever their size.
+ADAPTIVE = {
+    "spark.sql.adaptive.coalescePartitions.enabled": "true",
+    "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true",
+}
 # Delta's SQL commands (RESTORE, VACUUM) and catalog, once its jars are on the classpath.
 _DELTA_SESSION = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -52,16 +59,20 @@ def get_spark(config: Config, app_name: str = "musicrec") -> SparkSession:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if not submitted:
         builder = builder.master(spark_cfg.master).config("spark.driver.memory", spark_cfg.driver_memory)
-    settings = {
-        **_LOCAL_DEFAULTS,
-        "spark.sql.shuffle.partitions": str(spark_cfg.shuffle_partitions),
-        # Delta's VACUUM lists a table's folders in this many tasks (default 10,000: minutes of
-        # empty tasks on a small machine); the shuffle width is the configured parallelism.
-        "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(spark_cfg.shuffle_partitions),
-        # Delta rebuilds a table's state (its log replayed) in this many tasks after every commit
-        # and on first read (default 50); the shuffle width suits the machine it runs on.
-        "spark.databricks.delta.snapshotPartitions": str(spark_cfg.shuffle_partitions),
-    }
+    settings = dict(_LOCAL_DEFAULTS)
+    if spark_cfg.shuffle_partitions:
+        width = str(spark_cfg.shuffle_partitions)
+        settings.update({
+            "spark.sql.shuffle.partitions": width,
+            # Delta's VACUUM lists a table's folders in this many tasks (default 10,000: minutes of
+            # empty tasks on a small machine); the shuffle width is the configured parallelism.
+            "spark.sql.sources.parallelPartitionDiscovery.parallelism": width,
+            # Delta rebuilds a table's state (its log replayed) in this many tasks after every commit
+            # and on first read (default 50); the shuffle width suits the machine it runs on.
+            "spark.databricks.delta.snapshotPartitions": width,
+        })  # fmt: skip
+    else:
+        settings.update(ADAPTIVE)
     if config.runtime.profile == "cluster":
         # On a cluster the driver must be reachable by executors; only the local profile pins loopback.
         settings.pop("spark.driver.host")
