@@ -48,4 +48,4 @@ mlflow-ui: setup
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow/mlflow.db
 
 clean:
-	rm -rf lake data mlflow spark-warehouse metastore_db
+	rm -rf lake data mlflow reports ray_results spark-warehouse metastore_db
