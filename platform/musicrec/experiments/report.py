@@ -17,6 +17,7 @@ import mlflow
 import pandas as pd
 
 from musicrec.config import Config
+from musicrec.contract import HOLDOUT_TASKS
 from musicrec.errors import InputError
 from musicrec.experiments.cells import APPROACH_TAG, MODEL_TAG
 from musicrec.experiments.charts import bar_chart
@@ -63,7 +64,7 @@ def champions(dataset: str, runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     client = mlflow.MlflowClient()
     by_run = runs.set_index("run_id")
     rows = []
-    for task in ("T1", "T2", "T3", "T4"):
+    for task in HOLDOUT_TASKS:
         for family in dict.fromkeys(runs["params.family"]):
             name = registered_name(dataset, task, family)
             try:
