@@ -89,7 +89,7 @@ def write_report(long: pd.DataFrame, champs: pd.DataFrame, folder: Path) -> list
     to_csv_frame(long).to_csv(folder / "results.csv")
     champs.to_csv(folder / "champions.csv", index=False)
     (folder / "report.md").write_text("# Results (holdout test users)\n\n" + to_markdown(long) + "\n## Champions\n\n"
-                                      + markdown_table(list(champs.columns), champs.values.tolist()) + "\n")
+                                      + markdown_table(list(champs.columns), champs.round(4).values.tolist()) + "\n")
     return [bar_chart(long, task, folder / f"bars_{task}.png") for task in dict.fromkeys(long["task"])]
 
 
