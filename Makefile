@@ -67,4 +67,4 @@ cluster-status:
 	@infra/local/cluster.sh status
 
 clean:
-	rm -rf lake data mlflow spark-warehouse metastore_db dist
+	rm -rf lake data mlflow reports ray_results spark-warehouse metastore_db dist

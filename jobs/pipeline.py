@@ -1,4 +1,4 @@
-"""The whole flow locally: generate (if absent) -> ingest -> preprocess -> evaluate.
+"""The whole flow locally: generate (if absent) -> ingest -> preprocess -> evaluate -> grid -> report.
 
 python jobs/pipeline.py --config conf/experiments/demo.yaml [key=value ...]
 

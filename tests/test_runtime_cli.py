@@ -13,6 +13,7 @@ from musicrec.cli import PLANNED, VERBS, main
 from musicrec.config import load_config
 from musicrec.errors import InputError
 from musicrec.runtime.mlflow_setup import setup_mlflow, tracking_uri
+from musicrec.verbs import REGISTRY, Verb
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC_VERBS = {"generate", "ingest", "preprocess", "train", "tune", "evaluate", "recommend", "pipeline", "report"}
@@ -25,12 +26,13 @@ def test_help_lists_every_verb_of_the_spec(capsys):
     out = capsys.readouterr().out
     for verb in SPEC_VERBS | {"score", "bench", "config"}:
         assert verb in out
-    assert SPEC_VERBS <= set(VERBS) | set(PLANNED)
+    assert SPEC_VERBS <= set(VERBS) and not PLANNED  # every verb of the spec is built
 
 
-@pytest.mark.parametrize("verb", sorted(PLANNED))
-def test_unbuilt_verbs_say_so_and_fail(verb, capsys):
-    assert main([verb]) == 3
+def test_unbuilt_verbs_say_so_and_fail(capsys, monkeypatch):
+    # None is left unbuilt; a verb declared before its function exists still fails cleanly.
+    monkeypatch.setitem(REGISTRY, "later", Verb("later", "a verb of later work"))
+    assert main(["later"]) == 3
     assert "not built yet" in capsys.readouterr().err
 
 

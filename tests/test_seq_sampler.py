@@ -39,6 +39,12 @@ def test_window_matrix_left_pads_the_events_before_each_end():
     assert got.tolist() == [[3, 4, 5], [-1, 1, 2], [-1, -1, 6]]
 
 
+def test_window_matrix_of_only_empty_histories_is_all_padding():
+    # A familiar-task model scoring histories of new items only: nothing survives its input derivation.
+    got = window_matrix(Ragged.from_lists([[], []]), np.array([0, 1]), np.array([0, 0]), 3, pad=9)
+    assert got.tolist() == [[9, 9, 9], [9, 9, 9]]
+
+
 def test_every_event_but_the_first_is_a_target_once_per_epoch_with_its_true_prefix():
     d = data()
     model = gsasrec()

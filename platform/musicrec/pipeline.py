@@ -1,8 +1,9 @@
 """The whole local flow: a declared list of verbs, each run as its own MLflow run under the pipeline's.
 
-Later work extends the flow by appending verbs to :data:`STEPS` (e.g. train, register, report),
-each one registry entry in :mod:`musicrec.verbs`. ``recommend`` runs when ``recommend.model`` names a
-trained model (the pipeline trains none itself).
+Later work extends the flow by adding verbs to :data:`STEPS`, each one registry entry in
+:mod:`musicrec.verbs`. ``grid`` (train, register and promote the experiment's cells) and ``report``
+run when the config declares ``grid.cells``; ``recommend`` runs when ``recommend.model`` names a
+trained model.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from musicrec.config import Config
 
 log = logging.getLogger(__name__)
 
-STEPS: tuple[str, ...] = ("generate", "ingest", "preprocess", "evaluate", "recommend")
+STEPS: tuple[str, ...] = ("generate", "ingest", "preprocess", "evaluate", "grid", "recommend", "report")
 
 
 def data_present(config: Config) -> bool:
@@ -32,9 +33,18 @@ def _no_model(config: Config) -> str | None:
     return None if config.recommend.model else "no recommend.model given"
 
 
-# Why a step is skipped (None: it runs): the pipeline generates only absent data, and recommends only
-# when it is told which trained model to use.
-SKIP_WHEN: dict[str, Callable[[Config], str | None]] = {"generate": _data_present, "recommend": _no_model}
+def _no_grid(config: Config) -> str | None:
+    return None if config.grid.cells else "the config declares no grid.cells"
+
+
+# Why a step is skipped (None: it runs): the pipeline generates only absent data, trains and reports
+# a grid only when the experiment declares one, and recommends only when told which trained model to use.
+SKIP_WHEN: dict[str, Callable[[Config], str | None]] = {
+    "generate": _data_present,
+    "grid": _no_grid,
+    "recommend": _no_model,
+    "report": _no_grid,
+}
 
 
 def run_generate(config: Config) -> dict[str, Any]:

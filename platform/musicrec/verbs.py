@@ -115,7 +115,7 @@ _REGISTRY: tuple[Verb, ...] = (
     ),
     Verb(
         "pipeline",
-        "the declared steps (generate if absent -> ingest -> preprocess -> evaluate), locally",
+        "the declared steps (generate if absent -> ingest -> preprocess -> evaluate -> grid -> report), locally",
         "musicrec.pipeline:run_pipeline",
     ),
     Verb(
@@ -190,7 +190,18 @@ _REGISTRY: tuple[Verb, ...] = (
             Flag("--k", ("recommend.k",), "items per user and task (sets recommend.k)", parse=int),
         ),
     ),
-    Verb("report", "experiment reports"),
+    Verb(
+        "grid",
+        "train every cell of `grid` (general vs on task, fine-tuned, shuffle), register and promote per task",
+        "musicrec.experiments.grid:run_grid",
+        reads=("sequences", "holdout_examples"),
+        check="musicrec.experiments.grid:check_grid",
+    ),
+    Verb(
+        "report",
+        "the latest grid run's results table (Markdown, CSV, bar charts), read back from MLflow",
+        "musicrec.experiments.report:run_report",
+    ),
 )
 REGISTRY: dict[str, Verb] = {verb.name: verb for verb in _REGISTRY}
 VERBS: dict[str, Verb] = {name: verb for name, verb in REGISTRY.items() if verb.built}

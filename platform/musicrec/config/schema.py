@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from musicrec.config.grid import GridConfig
 from musicrec.config.models import FAMILY_NAMES, ClassicFamily, GSASRecConfig, ModelConfig
 from musicrec.config.section import Section
 from musicrec.contract import (
@@ -387,6 +388,13 @@ class RecommendConfig(Section):
         return tasks
 
 
+class ReportConfig(Section):
+    """``musicrec report``: the results table of a grid run, read back from MLflow."""
+
+    run_id: str = ""  # the `grid` run reported; empty: the latest finished one of the experiment
+    output_dir: str = "reports"  # written under <output_dir>/<dataset>-<experiment>-<run id>/
+
+
 class Config(Section):
     runtime: RuntimeConfig = RuntimeConfig()
     data: DataConfig = DataConfig()
@@ -410,4 +418,16 @@ class Config(Section):
     tune: TuneConfig = TuneConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     recommend: RecommendConfig = RecommendConfig()
+    grid: GridConfig = GridConfig()
+    report: ReportConfig = ReportConfig()
     model: ModelConfig = GSASRecConfig()
+
+    @model_validator(mode="after")
+    def _grid_fits(self) -> Config:
+        # The grid trains on sequences preprocess writes and reports @100 (paper 000's tables).
+        missing = sorted({c.k for c in self.grid.cells if c.k not in self.preprocess.ks})
+        if missing:
+            raise ValueError(f"grid.cells: k={missing} not among preprocess.ks={self.preprocess.ks}")
+        if self.grid.cells and 100 not in self.evaluate.ks:
+            raise ValueError("grid.cells: the report compares @100, so evaluate.ks must include 100")
+        return self

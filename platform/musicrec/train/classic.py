@@ -13,6 +13,7 @@ import logging
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -87,14 +88,16 @@ def fit_on_ray(config: Config, version: int | None) -> FittedModel:
 
 
 def evaluate_trained(model: FittedModel, config: Config) -> pd.DataFrame:
-    """Validation and test metrics on the protocol the model was trained for."""
+    """Validation and test metrics on the protocol the model was trained for; with
+    ``evaluate.shuffle``, the holdout test users also with shuffled inputs (the ablation)."""
     options = EvalOptions(ks=tuple(config.evaluate.ks), batch_size=config.evaluate.batch_size)
     protocol = Protocol.parse(config.train.protocol)
     tables = []
     if protocol.kind == "holdout":
         for split in ("val", "test"):
             examples = load_holdout(config.lake.root, config.dataset.name, split)
-            tables.append(evaluate([model], examples, protocol.name, split, options))
+            shuffle_seed = config.seed if config.evaluate.shuffle and split == "test" else None
+            tables.append(evaluate([model], examples, protocol.name, split, replace(options, shuffle_seed=shuffle_seed)))
     else:
         # A GTS stage's training data ends before its window: that window is the model's evaluation.
         examples = load_gts(config.lake.root, config.dataset.name, protocol.window, protocol.feedback)

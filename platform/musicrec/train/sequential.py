@@ -19,13 +19,14 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import mlflow
 
 from musicrec.config import Config
+from musicrec.contract import HOLDOUT_TASKS
 from musicrec.errors import InputError
 from musicrec.models import FittedModel, family_class, load_model
 from musicrec.retrieval.index import log_index
@@ -38,7 +39,7 @@ from musicrec.train.loop import (
     train_worker,
 )
 from musicrec.train.stream import sequences_version, training_dataset, worker_datasets
-from musicrec.train.tasks import validation_task
+from musicrec.train.tasks import sequence_tasks, validation_task
 
 log = logging.getLogger(__name__)
 
@@ -219,9 +220,19 @@ def log_trained(config: Config, p: Plan, directory: Path) -> dict[str, Any]:
         fitted.save(Path(tmp) / "model")
         mlflow.log_artifacts(str(Path(tmp) / "model"), "model")
     log_index(fitted, config.retrieval, config.seed)  # the run's `index` artifact (retrieval)
-    test = evaluate_holdout([fitted], config.lake.root, config.dataset.name, "test", [p.task],
-                            EvalOptions(ks=tuple(config.evaluate.ks), metrics=("ndcg", "recall", "hr")))
+    # Every task the sequence serves (a general model: each task of its domain through the filter),
+    # so that general and on-task models meet in one table; validation also on the tasks other than
+    # the one that picked the epoch (whose per-epoch values are logged above), so that registering
+    # can compare the model on each of them.
+    tasks = [name for name in sequence_tasks(t.sequence) if name in HOLDOUT_TASKS]
+    options = EvalOptions(ks=tuple(config.evaluate.ks), metrics=("ndcg", "recall", "hr"))
+    test = evaluate_holdout([fitted], config.lake.root, config.dataset.name, "test", tasks,
+                            replace(options, shuffle_seed=config.seed if config.evaluate.shuffle else None))
     log_results(test, artifact_file="evaluation/test_results.csv")
+    others = [name for name in tasks if name != p.task]
+    if others:
+        val = evaluate_holdout([fitted], config.lake.root, config.dataset.name, "val", others, options)
+        log_results(val, artifact_file="evaluation/val_results.csv")
     mlflow.log_metrics({"best_epoch": state.best_epoch, f"best/{VALIDATION_METRIC}": state.best_metric,
                         "epochs_trained": len(state.history)})
     summary = {
@@ -237,7 +248,8 @@ def log_trained(config: Config, p: Plan, directory: Path) -> dict[str, Any]:
         "history": state.history,
         "test": format_results(test),
     }
-    ndcg = test[(test.metric == "ndcg") & (test.k == max(config.evaluate.ks))]
+    ndcg = test[(test.task == p.task) & (test.variant == "full") & (test.metric == "ndcg")
+                & (test.k == max(config.evaluate.ks))]
     summary[f"test_ndcg_at_{max(config.evaluate.ks)}"] = float(ndcg.value.iloc[0]) if len(ndcg) else math.nan
     return summary
 

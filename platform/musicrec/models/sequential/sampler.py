@@ -60,6 +60,10 @@ def window_matrix(items: Ragged, rows: np.ndarray, ends: np.ndarray, span: int, 
     stop = first + ends
     start = np.maximum(stop - span, first)
     index = stop[:, None] - span + np.arange(span)
+    if not len(items.values):
+        # Every history empty (e.g. a familiar-task model's input derived from all-new items): all
+        # padding, and there is no value to gather even for the masked-out positions.
+        return np.full(index.shape, pad, dtype=np.int64)
     return np.where(index >= start[:, None], items.values[index.clip(min=0)], pad)
 
 

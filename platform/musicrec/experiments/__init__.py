@@ -1,0 +1,1 @@
+"""Experiment grids (paper 000) and their reports: plan, train, register, tabulate."""

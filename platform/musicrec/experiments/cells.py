@@ -1,0 +1,61 @@
+"""What the grid trains: each cell expanded into training runs, and each run's config (pure).
+
+A general cell trains once per domain of the grid's tasks (``lh_track``, ``lh_artist``) and serves
+every task of that domain through the candidate filter; an on-task cell trains once per task, on the
+task's own sequence. A fine-tuned run starts from its parent cell's general run of the same domain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from musicrec.config import Config
+from musicrec.config.grid import GridCell, GridConfig
+from musicrec.contract import TASKS
+from musicrec.train.tasks import sequence_tasks
+
+# Tags of a grid's training runs: what the report reads rows and columns from.
+MODEL_TAG = "grid.model"
+APPROACH_TAG = "grid.approach"
+SHUFFLE_TAG = "grid.shuffle"
+
+
+@dataclass(frozen=True)
+class GridRun:
+    model: str  # the grid.models key
+    cell: GridCell
+    sequence: str
+    tasks: tuple[str, ...]  # the grid's tasks this run serves (and is reported on)
+    parent: tuple[str, str] | None = None  # (model, sequence) of the general run fine-tuned from
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.model, self.cell.label, self.sequence
+
+
+def plan_runs(grid: GridConfig) -> list[GridRun]:
+    """Every training run of the grid, in an order where a parent run precedes its fine-tuned ones."""
+    runs = []
+    for cell in grid.cells:
+        if cell.training == "general":
+            sequences = dict.fromkeys(TASKS[name].history for name in grid.tasks)
+        else:
+            sequences = dict.fromkeys(TASKS[name].truth for name in grid.tasks)
+        for sequence in sequences:
+            tasks = tuple(name for name in grid.tasks if name in sequence_tasks(sequence))
+            parent = (cell.fine_tune_from, f"lh_{TASKS[tasks[0]].domain}") if cell.fine_tune_from else None
+            runs.append(GridRun(cell.model, cell, sequence, tasks, parent))
+    return runs
+
+
+def run_config(config: Config, run: GridRun, version: int, parent_run_id: str = "") -> Config:
+    """The ``train`` config of one grid run: the cell's model, sequence and k on `sequences` at
+    ``version`` (every run of a grid reads the same data, so their metrics compare); shuffled
+    evaluation when the cell asks; registering is the grid's (after every run, so promotion
+    compares them all)."""
+    data = config.model_dump(mode="json")
+    data["model"] = config.grid.models[run.model].model_dump(mode="json")
+    data["train"] = {**data["train"], "sequence": run.sequence, "k": run.cell.k, "task": None,
+                     "sequences_version": version, "init_from": parent_run_id, "register": False}
+    data["evaluate"] = {**data["evaluate"], "shuffle": run.cell.shuffle}
+    return Config.model_validate(data)

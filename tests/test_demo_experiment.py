@@ -1,0 +1,110 @@
+"""End to end: `musicrec pipeline` on the demo experiment (conf/experiments/demo.yaml) with the `tiny`
+preset and tiny gSASRec settings, as a user runs it. The report's shape, its numbers against the
+metrics the training runs logged in MLflow, and the registry's champions."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from conftest import track_into
+from musicrec.contract import HOLDOUT_TASKS
+from musicrec.experiments.table import GENERAL, METRICS
+from musicrec.registry.names import CHAMPION, registered_name
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
+ROOT = Path(__file__).resolve().parents[1]
+MUSICREC = str(Path(sys.executable).parent / "musicrec")
+DATASET = "synthetic-tiny"
+# A gSASRec small enough for the tiny preset: one epoch of seconds per run.
+TINY_GSASREC = tuple(
+    f"grid.models.gsasrec.{key}={value}"
+    for key, value in {"embedding_dim": 16, "ffn_dim": 16, "num_blocks": 1, "max_len": 12, "batch_size": 32,
+                       "negatives": 8, "max_epochs": 1}.items()
+)
+# The track tasks only: every cell kind still runs (general, on task, fine-tuned, shuffled), in half the runs.
+TASKS = ("T1", "T2")
+APPROACHES = {GENERAL, "on task (k=1)", "on task (k=1), shuffled", "fine-tuned on task (k=1)"}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    work = tmp_path_factory.mktemp("demo")
+    overrides = [
+        f"data.root={work / 'data'}", f"lake.root={work / 'lake'}", f"mlflow.local_dir={work / 'mlflow'}",
+        f"report.output_dir={work / 'reports'}", f"train.storage_path={work / 'ray_results'}",
+        "runtime.spark.master=local[2]", "runtime.spark.shuffle_partitions=4", "runtime.spark.driver_memory=2g",
+        "runtime.progress=false", "runtime.ray.num_cpus=2", f"grid.tasks=[{','.join(TASKS)}]", *TINY_GSASREC,
+    ]
+    proc = subprocess.run(
+        [MUSICREC, "pipeline", "--config", str(ROOT / "conf/experiments/demo.yaml"),
+         "--config", str(ROOT / "conf/datasets/synthetic-tiny.yaml"), *overrides],
+        cwd=work, capture_output=True, text=True, timeout=3500,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    track_into(f"sqlite:///{work / 'mlflow' / 'mlflow.db'}")
+    (folder,) = (work / "reports").iterdir()
+    return work, proc, folder
+
+
+def _training_runs() -> pd.DataFrame:
+    runs = mlflow.search_runs(experiment_names=[f"{DATASET}/demo"], filter_string="tags.`grid.model` != ''")
+    assert len(runs) == 8  # ALS 1 general (lh_track) + 2 on task; gSASRec the same + 2 fine-tuned
+    return runs
+
+
+def test_report_is_shaped_like_paper_000s_tables(demo):
+    _, proc, folder = demo
+    table = pd.read_csv(folder / "results.csv", index_col="approach")
+    assert table.index[0] == GENERAL and set(table.index) <= APPROACHES
+    assert {"on task (k=1)", "fine-tuned on task (k=1)", "on task (k=1), shuffled"} <= set(table.index)
+    values = [c for c in table.columns if not c.endswith(" change")]
+    assert all(f"{c} change" in table.columns for c in values)
+    for column in values:
+        task, model, metric = column.split("/")
+        assert task in TASKS and model in {"als", "gsasrec"} and metric in {m for _, m in METRICS}
+    assert table[[c for c in table.columns if c.endswith(" change")]].loc[GENERAL].isna().all()
+    assert {f"bars_{task}.png" for task in {c.split("/")[0] for c in values}} <= {p.name for p in folder.iterdir()}
+    markdown = (folder / "report.md").read_text()
+    assert "### T1" in markdown and "**" in markdown
+    assert "champion per task:" in proc.stdout and "MLflow UI:" in proc.stdout
+
+
+def test_report_numbers_are_the_logged_metrics(demo):
+    _, _, folder = demo
+    runs = _training_runs()
+    long = pd.read_csv(folder / "results_long.csv", float_precision="round_trip")  # exact, as written
+    assert len(long)
+    names = {column: name for name, column in METRICS}
+    for row in long.itertuples(index=False):
+        shuffled = row.approach.endswith(", shuffled")
+        approach = row.approach.removesuffix(", shuffled")
+        run = runs[(runs["tags.grid.model"] == row.model) & (runs["tags.grid.approach"] == approach)]
+        key = f"metrics.test/{row.task}/{'shuffled/' if shuffled else ''}{names[row.metric]}"
+        logged = run[key].dropna()
+        assert len(logged) == 1, (row, key)
+        assert row.value == logged.iloc[0]
+
+
+def test_report_is_logged_to_the_pipeline_run(demo):
+    (pipeline,) = mlflow.search_runs(experiment_names=[f"{DATASET}/demo"],
+                                     filter_string="attributes.run_name = 'pipeline'").run_id
+    logged = {f.path for f in mlflow.MlflowClient().list_artifacts(pipeline, "report")}
+    assert {"report/report.md", "report/results.csv"} <= logged
+
+
+def test_registry_has_a_champion_for_each_task_a_model_was_validated_on(demo):
+    runs = _training_runs()
+    client = mlflow.MlflowClient()
+    for task in TASKS:
+        validated = runs[runs[f"metrics.val/{task}/ndcg_at_100"].notna()]
+        assert len(validated), task
+        for family in set(validated["params.family"]):
+            version = client.get_model_version_by_alias(registered_name(DATASET, task, family), CHAMPION)
+            assert version.tags["training_run"] in set(validated.run_id)
+    assert not any(f"metrics.val/{task}/ndcg_at_100" in runs for task in set(HOLDOUT_TASKS) - set(TASKS))
