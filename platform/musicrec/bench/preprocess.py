@@ -1,7 +1,8 @@
 """Preprocessing benchmark (docs/benchmarks.md, ``preprocess``): Spark vs the Polars reference.
 
 Both engines run the same transform (events table -> sequences, user_splits,
-holdout_examples, gts_examples) on the same events, each in its own process so that its
+holdout_examples, gts_examples) on the same events; Spark once per lake write path (the native
+Delta writer where its jars are set up, and delta-rs), each run in its own process so that its
 peak memory (RSS of the whole process tree: Spark's JVM and Python workers included) is
 measured alone. Times cover reading the events and writing every output (Spark: staged and
 committed Delta tables, stats included; Polars: one Parquet file per table); Spark's start-up
@@ -42,6 +43,7 @@ SHAPE_LISTENS_PER_USER = 4_400
 # conf/datasets/synthetic-50m.yaml keeps tracks heard by 20 users at ~47M events; smaller sizes
 # (fewer users, same shape) scale that down so the holdout side still does comparable work.
 MIN_USERS_AT_47M = 20
+OUTPUTS = ("sequences", "user_splits", "holdout_examples", "gts_examples")
 
 
 def generated_events(n_events: int, data_root: Path, seed: int = 0) -> pa.Table:
@@ -171,14 +173,23 @@ def _child_setup(workdir: Path, n_events: int, seed: int, overrides: list[str]) 
 
 def _child_spark(overrides: list[str]) -> dict[str, Any]:
     from musicrec.config import load_config
+    from musicrec.lake.delta import resolve_writer
     from musicrec.prep.job import run_preprocess
     from musicrec.runtime.spark import get_spark
 
     config = load_config(overrides=overrides)
     spark = get_spark(config, app_name="musicrec-bench-preprocess")
+    writer = resolve_writer(spark, config.lake.writer)
     started = time.perf_counter()
     run_preprocess(config, spark)
-    return {"seconds": time.perf_counter() - started}
+    return {"seconds": time.perf_counter() - started, "writer": writer}
+
+
+def writers() -> tuple[str, ...]:
+    """The write paths this machine has: the native one only where ``make setup`` fetched the jars."""
+    from musicrec.runtime.jars import local_jars
+
+    return ("spark_delta", "delta_rs") if local_jars() else ("delta_rs",)
 
 
 def _child_polars(workdir: Path, overrides: list[str]) -> dict[str, Any]:
@@ -227,20 +238,23 @@ def _digest(tables: dict[str, Any]) -> dict[str, int]:
     return out
 
 
-def differential_digests(workdir: Path) -> tuple[dict[str, int], dict[str, int]]:
+def spark_digest(workdir: Path) -> dict[str, int]:
     import polars as pl
     from deltalake import DeltaTable
 
-    names = ("sequences", "user_splits", "holdout_examples", "gts_examples")
     lake = workdir / "lake" / DATASET
-    spark_side = {n: pl.scan_pyarrow_dataset(DeltaTable(str(lake / n)).to_pyarrow_dataset()) for n in names}
-    polars_side = {
+    return _digest({n: pl.scan_pyarrow_dataset(DeltaTable(str(lake / n)).to_pyarrow_dataset()) for n in OUTPUTS})
+
+
+def polars_digest(workdir: Path) -> dict[str, int]:
+    import polars as pl
+
+    return _digest({
         n: pl.scan_parquet(workdir / "polars" / n, hive_partitioning=True)
         if n == "sequences"
         else pl.scan_parquet(workdir / "polars" / f"{n}.parquet")
-        for n in names
-    }
-    return _digest(spark_side), _digest(polars_side)
+        for n in OUTPUTS
+    })
 
 
 def bench_preprocess(
@@ -252,7 +266,8 @@ def bench_preprocess(
     driver_memory: str = "6g",
     min_users: int | None = None,
 ) -> dict[str, Any]:
-    """Time Spark ``run_preprocess`` and the Polars reference on the same events; see the module doc."""
+    """Time Spark ``run_preprocess`` on each write path and the Polars reference on the same events;
+    see the module doc. Keys of a write path's figures start with ``spark_<writer>_``."""
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     if min_users is None:
@@ -264,36 +279,43 @@ def bench_preprocess(
     setup = _run_measured(
         [*me, "setup", "--events", str(n_events), "--seed", str(seed), *tail], env
     ).result
-    load = os.getloadavg()[0]
-    spark = _run_measured([*me, "spark", *tail], env)
-    polars = _run_measured([*me, "polars", *tail], env)
-    spark_digest, polars_digest = differential_digests(workdir)
     n = setup["events"]
-    spark_s, polars_s = spark.result["seconds"], polars.result["seconds"]
-    return {
+    load = os.getloadavg()[0]
+    polars = _run_measured([*me, "polars", *tail], env)
+    reference = polars_digest(workdir)
+    polars_s = polars.result["seconds"]
+    out: dict[str, Any] = {
         "events": n,
         "listens": setup["listens"],
         "cores": os.cpu_count(),
         "load_average_before": round(load, 2),
         "spark_master": spark_master,
         "popularity_min_users": min_users,
-        "spark_seconds": round(spark_s, 2),
         "polars_seconds": round(polars_s, 2),
-        "spark_events_per_s": round(n / spark_s),
         "polars_events_per_s": round(n / polars_s),
-        "ratio_spark_over_polars": round(spark_s / polars_s, 2),
-        "spark_cpu_seconds": round(spark.cpu_seconds, 1),
         "polars_cpu_seconds": round(polars.cpu_seconds, 1),
-        "cpu_ratio_spark_over_polars": round(spark.cpu_seconds / polars.cpu_seconds, 2),
-        "spark_peak_rss_mb": round(spark.peak_rss_mb),
         "polars_peak_rss_mb": round(polars.peak_rss_mb),
-        "outputs_agree": spark_digest == polars_digest,
-        "differences": sorted(
-            k
-            for k in spark_digest.keys() | polars_digest.keys()
-            if spark_digest.get(k) != polars_digest.get(k)
-        ),
     }
+    for writer in writers():
+        # Each run rewrites the same lake's outputs (a new version of each table), then is compared.
+        spark = _run_measured([*me, "spark", *tail, f"lake.writer={writer}"], env)
+        if spark.result["writer"] != writer:
+            raise RuntimeError(f"asked for lake.writer={writer}, Spark wrote with {spark.result['writer']}")
+        digest = spark_digest(workdir)
+        spark_s = spark.result["seconds"]
+        out |= {
+            f"spark_{writer}_seconds": round(spark_s, 2),
+            f"spark_{writer}_events_per_s": round(n / spark_s),
+            f"ratio_spark_{writer}_over_polars": round(spark_s / polars_s, 2),
+            f"spark_{writer}_cpu_seconds": round(spark.cpu_seconds, 1),
+            f"cpu_ratio_spark_{writer}_over_polars": round(spark.cpu_seconds / polars.cpu_seconds, 2),
+            f"spark_{writer}_peak_rss_mb": round(spark.peak_rss_mb),
+            f"spark_{writer}_outputs_agree": digest == reference,
+            f"spark_{writer}_differences": sorted(
+                k for k in digest.keys() | reference.keys() if digest.get(k) != reference.get(k)
+            ),
+        }
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
