@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from musicrec.config import ConfigError, load_config
-from musicrec.experiments.cells import plan_runs, run_config
+from musicrec.experiments.baseline_table import COLUMNS, baseline_markdown, baseline_results, baseline_wide
+from musicrec.experiments.cells import BASELINE, baseline_config, plan_baselines, plan_runs, run_config
 from musicrec.experiments.table import (
     GENERAL,
     approach_order,
@@ -22,7 +23,8 @@ from musicrec.experiments.table import (
     with_change,
 )
 
-DEMO = Path(__file__).resolve().parents[1] / "conf" / "experiments" / "demo.yaml"
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "conf" / "experiments"
+DEMO = EXPERIMENTS / "demo.yaml"
 MODELS = "grid.models={als: {family: als}, g: {family: gsasrec}, s: {family: sasrec}}"
 
 
@@ -37,6 +39,19 @@ def test_demo_declares_the_issue_grid():
     labels = {(c.model, c.label, c.shuffle) for c in grid.cells}
     assert ("als", "general + filter", False) in labels and ("als", "on task (k=1)", False) in labels
     assert ("gsasrec", "on task (k=1)", True) in labels and ("gsasrec", "fine-tuned on task (k=1)", False) in labels
+
+
+def test_one_size_declares_paper_000s_grid():
+    config = load_config([EXPERIMENTS / "one-size.yaml"])
+    assert config.dataset.name == "synthetic-medium" and config.grid.tasks == ["T1", "T2", "T3", "T4"]
+    labels = {(c.model, c.label) for c in config.grid.cells}
+    for k in (1, 3, 5):
+        assert {("als", f"on task (k={k})"), ("gsasrec", f"on task (k={k})"), ("gsasrec", f"fine-tuned on task (k={k})")} <= labels
+    assert {("als", GENERAL), ("gsasrec", GENERAL)} <= labels
+    assert [(c.model, c.k) for c in config.grid.cells if c.shuffle] == [("gsasrec", 1)]
+    runs = plan_runs(config.grid)
+    # Per model: a general run per domain, then each on-task cell once per task.
+    assert len(runs) == (2 + 3 * 4) + (2 + 6 * 4)
 
 
 @pytest.mark.parametrize(
@@ -141,3 +156,60 @@ def test_markdown_has_one_table_per_task_with_changes_and_the_best_in_bold():
     assert "| on task (k=1) | **0.1500 (+50.0%)** | 0.2000 (-50.0%) |" in text
     t2 = text.split("### T2")[1]
     assert "on task" not in t2  # no on-task model measured on T2: no row
+
+
+def test_yambda_baselines_declares_paper_002s_table():
+    config = load_config([EXPERIMENTS / "yambda-baselines.yaml"])
+    families = [config.grid.models[name].family for name in config.grid.baselines.models]
+    assert families == ["mostpop", "decaypop", "itemknn", "als", "bpr", "sasrec"]
+    assert config.grid.baselines.feedbacks == ["listen_plus", "like"] and not config.grid.cells
+    runs = plan_baselines(config.grid)
+    assert len(runs) == 12
+    # Classic families train on the test stage; SASRec on the validation stage, whose window picks its epoch.
+    assert {r.protocol for r in runs[:10]} == {"gts_test_listen_plus", "gts_test_like"}
+    assert [r.protocol for r in runs[10:]] == ["gts_val_listen_plus", "gts_val_like"]
+    train = baseline_config(config, runs[9], 5).train
+    assert (train.protocol, train.sequence, train.k, train.sequences_version, train.register) == (
+        "gts_test_like", "lh_track", 1, 5, False)
+    assert baseline_config(config, runs[9], 5).model.family == "bpr"
+    assert baseline_config(config, runs[11], 5).train.protocol == "gts_val_like"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("grid.baselines.models=[nope]",), "'nope' is not a key of grid.models"),
+        (("grid.baselines.models=[als, als]",), "must be distinct"),
+        (("grid.baselines.models=[als]", "gts.feedbacks=[like]"), "['listen_plus'] not among gts.feedbacks"),
+        (("grid.baselines.models=[als]", "evaluate.ks=[100]"), "must include both"),
+    ],
+)
+def test_invalid_baselines_fail_naming_the_problem(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _grid(*overrides)
+
+
+def _baseline_runs() -> pd.DataFrame:
+    def run(model, feedback, ndcg10, users):
+        metrics = {f"metrics.test/next_track/{m}_at_{k}": ndcg10 * (i + 1) * (k / 10) ** 0.5
+                   for i, m in enumerate(("ndcg", "recall", "coverage")) for k in (10, 100)}
+        return {"tags.grid.model": model, "tags.grid.approach": BASELINE, "tags.grid.feedback": feedback,
+                "params.training_sequence": "lh_track", "metrics.test/next_track/users_evaluated": users,
+                "metrics.test/T1/ndcg_at_100": 0.9, **metrics}
+
+    return pd.concat([_runs(), pd.DataFrame([
+        run("mostpop", "listen_plus", 0.01, 90), run("ials", "listen_plus", 0.03, 90), run("ials", "like", 0.02, 40),
+    ])], ignore_index=True)
+
+
+def test_baseline_runs_make_their_own_table_and_stay_out_of_the_grids():
+    runs = _baseline_runs()
+    assert results_from_runs(runs).equals(results_from_runs(_runs()))  # the GTS's T1 metric is no grid row
+    long = baseline_results(runs)
+    assert len(long) == 3 * 6
+    table = baseline_wide(long, "listen_plus")
+    assert list(table.index) == ["mostpop", "ials"] and list(table.columns) == list(COLUMNS)
+    assert table.at["ials", "Recall@100"] == pytest.approx(0.03 * 2 * 10 ** 0.5)
+    text = baseline_markdown(long)
+    assert "### Listen+ (90 users)" in text and "### Like (40 users)" in text
+    assert text.count("**") == 2 * (6 + 6)  # the best of each column of each table in bold

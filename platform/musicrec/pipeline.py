@@ -2,7 +2,7 @@
 
 Later work extends the flow by adding verbs to :data:`STEPS`, each one registry entry in
 :mod:`musicrec.verbs`. ``grid`` (train, register and promote the experiment's cells) and ``report``
-run when the config declares ``grid.cells``; ``recommend`` runs when ``recommend.model`` names a
+run when the config declares a grid (``grid.cells`` or ``grid.baselines``); ``recommend`` runs when ``recommend.model`` names a
 trained model.
 """
 
@@ -34,7 +34,7 @@ def _no_model(config: Config) -> str | None:
 
 
 def _no_grid(config: Config) -> str | None:
-    return None if config.grid.cells else "the config declares no grid.cells"
+    return None if config.grid.declared else "the config declares no grid (grid.cells, grid.baselines)"
 
 
 # Why a step is skipped (None: it runs): the pipeline generates only absent data, trains and reports

@@ -1,4 +1,5 @@
-"""The ``grid`` section: paper 000's experiment grid (models x training approaches on tasks T1-T4).
+"""The ``grid`` section: paper 000's experiment grid (models x training approaches on tasks T1-T4),
+and paper 002's baseline table (models x feedback setups under the global temporal split).
 
 A cell is one row of the results table for one model: a training approach (``general``: the
 ``lh_*`` listening history, every task of its domain through the candidate filter; ``on_task``: the
@@ -15,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from musicrec.config.models import CLASSIC_FAMILIES, ModelConfig
 from musicrec.config.section import Section
-from musicrec.contract import HOLDOUT_TASKS
+from musicrec.contract import FEEDBACKS, HOLDOUT_TASKS, Feedback
 
 
 class GridCell(Section):
@@ -41,12 +42,36 @@ class GridCell(Section):
         return self
 
 
+class GtsBaselines(Section):
+    """Paper 002's baseline table (Tables 6-7): each model trained under the global temporal split with
+    each feedback setup and evaluated on the test window, next item over the whole catalogue. A
+    classic family trains on the test stage (every event before the test window's gap); a sequential
+    one on the validation stage, whose window picks its epoch."""
+
+    models: list[str] = Field(default_factory=list)  # keys of grid.models, in the table's row order
+    feedbacks: list[Feedback] = Field(default_factory=lambda: list(FEEDBACKS), min_length=1)
+    sequence: Literal["lh_track", "lh_artist"] = "lh_track"  # next_track or next_artist
+
+    @field_validator("feedbacks")
+    @classmethod
+    def _feedbacks(cls, feedbacks: list[str]) -> list[str]:
+        if len(set(feedbacks)) != len(feedbacks):
+            raise ValueError(f"must be distinct, got {feedbacks}")
+        return feedbacks
+
+
 class GridConfig(Section):
-    """``musicrec grid`` (the pipeline's training step) and ``musicrec report``; no cells: no grid."""
+    """``musicrec grid`` (the pipeline's training step) and ``musicrec report``; no cells and no
+    baselines: no grid."""
 
     tasks: list[str] = Field(default_factory=lambda: list(HOLDOUT_TASKS), min_length=1)
     models: dict[str, ModelConfig] = Field(default_factory=dict)  # name -> family and its settings
     cells: list[GridCell] = Field(default_factory=list)
+    baselines: GtsBaselines = GtsBaselines()
+
+    @property
+    def declared(self) -> bool:
+        return bool(self.cells or self.baselines.models)
 
     @field_validator("tasks")
     @classmethod
@@ -79,4 +104,9 @@ class GridConfig(Section):
                     raise ValueError(f"{where}.fine_tune_from={parent!r} is a {self.models[parent].family} model, not {family}")
             if cell.training == "general":
                 general.add(cell.model)
+        for name in self.baselines.models:
+            if name not in self.models:
+                raise ValueError(f"baselines.models: {name!r} is not a key of grid.models ({', '.join(self.models)})")
+        if len(set(self.baselines.models)) != len(self.baselines.models):
+            raise ValueError(f"baselines.models must be distinct, got {self.baselines.models}")
         return self

@@ -430,4 +430,11 @@ class Config(Section):
             raise ValueError(f"grid.cells: k={missing} not among preprocess.ks={self.preprocess.ks}")
         if self.grid.cells and 100 not in self.evaluate.ks:
             raise ValueError("grid.cells: the report compares @100, so evaluate.ks must include 100")
+        baselines = self.grid.baselines
+        if baselines.models:
+            absent = [f for f in baselines.feedbacks if f not in self.gts.feedbacks]
+            if absent:
+                raise ValueError(f"grid.baselines.feedbacks: {absent} not among gts.feedbacks={self.gts.feedbacks}")
+            if not {10, 100} <= set(self.evaluate.ks):
+                raise ValueError("grid.baselines: the table reports @10 and @100, so evaluate.ks must include both")
         return self

@@ -3,6 +3,9 @@
 A general cell trains once per domain of the grid's tasks (``lh_track``, ``lh_artist``) and serves
 every task of that domain through the candidate filter; an on-task cell trains once per task, on the
 task's own sequence. A fine-tuned run starts from its parent cell's general run of the same domain.
+A baseline trains once per feedback setup on the listening history under the GTS: a classic family
+on the test stage, a sequential one on the validation stage, whose window picks its epoch (both are
+tested on the test window).
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ from dataclasses import dataclass
 
 from musicrec.config import Config
 from musicrec.config.grid import GridCell, GridConfig
-from musicrec.contract import TASKS
+from musicrec.config.models import CLASSIC_FAMILIES
+from musicrec.contract import TASKS, Protocol
 from musicrec.train.tasks import sequence_tasks
 
 # Tags of a grid's training runs: what the report reads rows and columns from.
 MODEL_TAG = "grid.model"
 APPROACH_TAG = "grid.approach"
 SHUFFLE_TAG = "grid.shuffle"
+FEEDBACK_TAG = "grid.feedback"  # a baseline run (GTS): its feedback setup
+BASELINE = "baseline (GTS)"  # the approach tag of a baseline run
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,34 @@ def plan_runs(grid: GridConfig) -> list[GridRun]:
             parent = (cell.fine_tune_from, f"lh_{TASKS[tasks[0]].domain}") if cell.fine_tune_from else None
             runs.append(GridRun(cell.model, cell, sequence, tasks, parent))
     return runs
+
+
+@dataclass(frozen=True)
+class BaselineRun:
+    model: str  # the grid.models key
+    feedback: str
+    sequence: str
+    protocol: str  # the GTS stage trained on
+
+
+def plan_baselines(grid: GridConfig) -> list[BaselineRun]:
+    b = grid.baselines
+    runs = []
+    for model in b.models:
+        window = "test" if grid.models[model].family in CLASSIC_FAMILIES else "val"
+        runs += [BaselineRun(model, feedback, b.sequence, Protocol.gts(window, feedback).name) for feedback in b.feedbacks]
+    return runs
+
+
+def baseline_config(config: Config, run: BaselineRun, version: int) -> Config:
+    """The ``train`` config of one baseline: the model fitted on its GTS stage's training sequences at
+    ``version``, and tested on the test window by its trainer."""
+    data = config.model_dump(mode="json")
+    data["model"] = config.grid.models[run.model].model_dump(mode="json")
+    data["train"] = {**data["train"], "protocol": run.protocol, "sequence": run.sequence, "k": 1, "task": None,
+                     "sequences_version": version, "init_from": "", "register": False}
+    data["evaluate"] = {**data["evaluate"], "shuffle": False}
+    return Config.model_validate(data)
 
 
 def run_config(config: Config, run: GridRun, version: int, parent_run_id: str = "") -> Config:

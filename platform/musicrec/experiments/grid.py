@@ -5,6 +5,8 @@ run nested under this verb's (itself under the pipeline's), evaluated on the hol
 every task it serves, tagged with its cell so that the report finds its row and column. Once all
 have run, each model is registered for the tasks it serves and the ``champion`` alias of every
 ``<dataset>.<task>.<family>`` goes to the best of this grid's versions by validation NDCG@100.
+Baselines (paper 002's table) run after the cells and are not registered: the registry's champions
+are compared on holdout validation users, which a GTS run never sees.
 """
 
 from __future__ import annotations
@@ -16,15 +18,28 @@ import mlflow
 
 from musicrec.config import Config
 from musicrec.errors import InputError
-from musicrec.experiments.cells import APPROACH_TAG, MODEL_TAG, SHUFFLE_TAG, GridRun, plan_runs, run_config
+from musicrec.experiments.cells import (
+    APPROACH_TAG,
+    BASELINE,
+    FEEDBACK_TAG,
+    MODEL_TAG,
+    SHUFFLE_TAG,
+    BaselineRun,
+    GridRun,
+    baseline_config,
+    plan_baselines,
+    plan_runs,
+    run_config,
+)
 from musicrec.train.classic import pinned_version
 
 log = logging.getLogger(__name__)
 
 
 def check_grid(config: Config) -> None:
-    if not config.grid.cells:
-        raise InputError("the config declares no grid: grid.cells is empty (see conf/experiments/demo.yaml)")
+    if not config.grid.declared:
+        raise InputError("the config declares no grid: grid.cells and grid.baselines.models are empty "
+                         "(see conf/experiments/demo.yaml)")
 
 
 def train_runs(config: Config, runs: list[GridRun], version: int) -> dict[tuple[str, str, str], str]:
@@ -43,6 +58,21 @@ def train_runs(config: Config, runs: list[GridRun], version: int) -> dict[tuple[
         for key, value in tags.items():
             client.set_tag(run_id, key, value)
         done[run.key] = run_id
+    return done
+
+
+def train_baselines(config: Config, runs: list[BaselineRun], version: int) -> list[str]:
+    """Train each baseline; their MLflow run ids."""
+    from musicrec.train.job import run_train
+
+    done = []
+    for i, run in enumerate(runs, 1):
+        log.info("baselines [%d/%d] %s on %s (%s)", i, len(runs), run.model, run.sequence, run.protocol)
+        run_id = run_train(baseline_config(config, run, version))["training_run"]
+        client = mlflow.MlflowClient()
+        for key, value in {MODEL_TAG: run.model, APPROACH_TAG: BASELINE, FEEDBACK_TAG: run.feedback}.items():
+            client.set_tag(run_id, key, value)
+        done.append(run_id)
     return done
 
 
@@ -80,20 +110,22 @@ def run_grid(config: Config) -> dict[str, Any]:
     from musicrec.registry.register import register_run
     from musicrec.runtime.ray_setup import init_ray
 
-    runs = plan_runs(config.grid)
+    runs, baselines = plan_runs(config.grid), plan_baselines(config.grid)
     version = pinned_version(config)
     started_here = not ray.is_initialized()
     init_ray(config)  # once for every run, not once per run
     try:
         trained = train_runs(config, runs, version)
+        baseline_runs = train_baselines(config, baselines, version)
     finally:
         if started_here:
             ray.shutdown()
     registered = [entry for run in runs for entry in register_run(for_tasks(config, run.tasks), trained[run.key])]
     champions = promote_champions(config, registered)
-    mlflow.log_params({"grid_runs": len(trained), "sequences_version_read": version})
+    mlflow.log_params({"grid_runs": len(trained), "baseline_runs": len(baseline_runs), "sequences_version_read": version})
     return {
         "runs": len(trained),
+        "baseline_runs": len(baseline_runs),
         "registered": len(registered),
         "champions": {c["name"]: c["champion"] for c in champions},
     }

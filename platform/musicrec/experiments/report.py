@@ -19,8 +19,9 @@ import pandas as pd
 from musicrec.config import Config
 from musicrec.contract import HOLDOUT_TASKS
 from musicrec.errors import InputError
-from musicrec.experiments.cells import APPROACH_TAG, MODEL_TAG
-from musicrec.experiments.charts import bar_chart
+from musicrec.experiments.baseline_table import baseline_markdown, baseline_results
+from musicrec.experiments.cells import APPROACH_TAG, FEEDBACK_TAG, MODEL_TAG
+from musicrec.experiments.charts import bar_chart, training_curves
 from musicrec.experiments.table import (
     markdown_table,
     results_from_runs,
@@ -32,6 +33,7 @@ from musicrec.registry.names import CHAMPION, VALIDATION_PREFIX, registered_name
 
 log = logging.getLogger(__name__)
 PARENT_TAG = "mlflow.parentRunId"
+BASELINES_TITLE = "Baselines (global temporal split, test window, next item)"
 
 
 def grid_run(config: Config, experiment_id: str) -> mlflow.entities.Run:
@@ -83,19 +85,51 @@ def champions(dataset: str, runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     return table.sort_values(["task", "validation"], ascending=[True, False], kind="stable")
 
 
-def write_report(long: pd.DataFrame, champs: pd.DataFrame, folder: Path) -> list[Path]:
+def training_history(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per epoch of each sequential run (those that logged ``epochs_trained``): its training loss and
+    the validation NDCG@100 that early stopping watched, as logged."""
+    client = mlflow.MlflowClient()
+    rows = []
+    sequential = runs[runs["metrics.epochs_trained"].notna()] if "metrics.epochs_trained" in runs else runs.iloc[:0]
+    for _, run in sequential.iterrows():
+        feedback = run.get(f"tags.{FEEDBACK_TAG}")
+        label = f"{run[f'tags.{MODEL_TAG}']}, {run[f'tags.{APPROACH_TAG}']}, {run['params.training_sequence']}" + (
+            f", {feedback}" if isinstance(feedback, str) else "")
+        loss = {m.step: m.value for m in client.get_metric_history(run["run_id"], "train/loss")}
+        val = {m.step: m.value for m in client.get_metric_history(run["run_id"], f"val/{run['params.task']}/ndcg_at_100")}
+        rows += [(label, epoch, loss[epoch], val.get(epoch, math.nan)) for epoch in sorted(loss)]
+    return pd.DataFrame(rows, columns=["run", "epoch", "loss", "val_ndcg"])
+
+
+def write_report(long: pd.DataFrame, baselines: pd.DataFrame, champs: pd.DataFrame, history: pd.DataFrame,
+                 folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    with_change(long).to_csv(folder / "results_long.csv", index=False)
-    to_csv_frame(long).to_csv(folder / "results.csv")
+    sections, figures = [], []
+    if not long.empty:
+        with_change(long).to_csv(folder / "results_long.csv", index=False)
+        to_csv_frame(long).to_csv(folder / "results.csv")
+        sections.append("# Results (holdout test users)\n\n" + to_markdown(long))
+        figures += [bar_chart(long, task, folder / f"bars_{task}.png") for task in dict.fromkeys(long["task"])]
+    if not baselines.empty:
+        baselines.to_csv(folder / "baselines.csv", index=False)
+        sections.append(f"# {BASELINES_TITLE}\n\n" + baseline_markdown(baselines))
     champs.to_csv(folder / "champions.csv", index=False)
-    (folder / "report.md").write_text("# Results (holdout test users)\n\n" + to_markdown(long) + "\n## Champions\n\n"
-                                      + markdown_table(list(champs.columns), champs.round(4).values.tolist()) + "\n")
-    return [bar_chart(long, task, folder / f"bars_{task}.png") for task in dict.fromkeys(long["task"])]
+    sections.append("## Champions\n\n" + markdown_table(list(champs.columns), champs.round(4).values.tolist()) + "\n")
+    (folder / "report.md").write_text("\n".join(sections))
+    if not history.empty:
+        history.to_csv(folder / "training_history.csv", index=False)
+        figures.append(training_curves(history, folder / "training_curves.png"))
+    return figures
 
 
-def summary_text(long: pd.DataFrame, champs: pd.DataFrame, metric: str, folder: Path, ui: str) -> str:
+def summary_text(long: pd.DataFrame, baselines: pd.DataFrame, champs: pd.DataFrame, metric: str, folder: Path,
+                 ui: str) -> str:
+    lines = [to_markdown(long)] if not long.empty else []
+    if not baselines.empty:
+        lines += [BASELINES_TITLE + ":", baseline_markdown(baselines)]
     best = champs.groupby("task", sort=False).head(1)
-    lines = [to_markdown(long), "champion per task:"]
+    if len(best):
+        lines.append("champion per task:")
     for c in best.itertuples(index=False):
         shown = "" if math.isnan(c.validation) else f", validation {metric} {c.validation:.4f}"
         lines.append(f"  {c.task}: models:/{c.name}@{CHAMPION} (version {c.version}: {c.model}, {c.approach}{shown})")
@@ -108,15 +142,15 @@ def run_report(config: Config) -> dict[str, Any]:
 
     grid = grid_run(config, mlflow.active_run().info.experiment_id)
     runs = training_runs(grid)
-    long = results_from_runs(runs)
-    if long.empty:
+    long, baselines = results_from_runs(runs), baseline_results(runs)
+    if long.empty and baselines.empty:
         raise InputError(f"grid run {grid.info.run_id}'s training runs logged no test metrics @100")
     champs = champions(config.dataset.name, runs, config.promote.metric)
     folder = Path(config.report.output_dir) / f"{config.dataset.name}-{config.mlflow.experiment}-{grid.info.run_id[:8]}"
-    write_report(long, champs, folder)
+    write_report(long, baselines, champs, training_history(runs), folder)
     target = grid.data.tags.get(PARENT_TAG, grid.info.run_id)
     mlflow.MlflowClient().log_artifacts(target, str(folder), "report")
-    print(summary_text(long, champs, config.promote.metric, folder, ui_hint(config)))
+    print(summary_text(long, baselines, champs, config.promote.metric, folder, ui_hint(config)))
     return {
         "grid_run": grid.info.run_id,
         "report": str(folder / "report.md"),

@@ -12,7 +12,7 @@ import math
 import pandas as pd
 
 from musicrec.contract import HOLDOUT_TASKS
-from musicrec.experiments.cells import APPROACH_TAG, MODEL_TAG, SHUFFLE_TAG
+from musicrec.experiments.cells import APPROACH_TAG, BASELINE, MODEL_TAG, SHUFFLE_TAG
 
 GENERAL = "general + filter"
 SHUFFLED = ", shuffled"
@@ -23,9 +23,10 @@ LONG_COLUMNS = ["approach", "task", "model", "metric", "value"]
 
 def results_from_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """The test metrics of the grid's training runs (``mlflow.search_runs`` rows, oldest first) as
-    tidy rows; a run with the shuffle ablation also gives its ``<approach>, shuffled`` rows."""
+    tidy rows; a run with the shuffle ablation also gives its ``<approach>, shuffled`` rows. Baseline
+    runs (the GTS) are another table's (:mod:`musicrec.experiments.baseline_table`)."""
     rows = []
-    for _, run in runs.iterrows():
+    for _, run in runs[runs[f"tags.{APPROACH_TAG}"] != BASELINE].iterrows():
         variants = [("", run[f"tags.{APPROACH_TAG}"])]
         if run.get(f"tags.{SHUFFLE_TAG}") == "true":
             variants.append(("shuffled/", run[f"tags.{APPROACH_TAG}"] + SHUFFLED))

@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 from musicrec.models import FittedModel, ItemIndex, TrainingData, family_class
 from musicrec.models.sequential.families import derived_seed
-from musicrec.train.tasks import validation_ndcg
+from musicrec.train.tasks import validation_examples, validation_ndcg
 
 VALIDATION_METRIC = "val_ndcg_at_100"
 log = logging.getLogger(__name__)
@@ -53,7 +53,8 @@ class WorkerSpec:
     patience: int
     checkpoint_every_steps: int
     mixed_precision: bool
-    # Validation: holdout val users of `task`, the model's input derived as for `sequence`/`k`.
+    # Validation: the val users of `task` under `protocol` (the holdout's, or the GTS validation
+    # window), the model's input derived as for `sequence`/`k`.
     lake_root: str
     dataset: str
     task: str
@@ -63,6 +64,7 @@ class WorkerSpec:
     parent_state: Any = None  # ObjectRef of a parent model's state arrays (fine-tuning)
     fail_at_step: int | None = None
     fail_marker: str = ""
+    protocol: str = "holdout"
 
 
 @dataclass
@@ -168,7 +170,7 @@ def _peak_rss_mb() -> list[float]:
 
 def _validate(model, spec: WorkerSpec, items: ItemIndex, examples) -> float:
     fitted = FittedModel("validation", model, items, spec.sequence, spec.k, (spec.task,))
-    return validation_ndcg(fitted, examples, spec.val_batch_size)
+    return validation_ndcg(fitted, examples, spec.val_batch_size, spec.protocol)
 
 
 def train_worker(loop_config: dict) -> None:
@@ -209,9 +211,7 @@ def train_worker(loop_config: dict) -> None:
 
     examples = None
     if rank == 0:
-        from musicrec.lake.readers import load_holdout
-
-        examples = load_holdout(spec.lake_root, spec.dataset, "val", [spec.task])[0]
+        examples = validation_examples(spec.lake_root, spec.dataset, spec.protocol, spec.task)
     # Replicated data: the sampler splits each global batch by rank. Sharded users: each rank
     # samples its own users with its share of the global batch.
     if spec.sharding == "replicated":

@@ -8,6 +8,11 @@ back in the final checkpoint, so a restarted worker never logs twice and the SQL
 never sees two writers. The best epoch's model is then saved as a run artifact and evaluated
 on the holdout test users of its task.
 
+Under the global temporal split a run trains on the validation stage (``gts_val_<feedback>``),
+picks its epoch on the validation window, and is tested on the test window with the test stage's
+inputs (each user's events up to the test window's gap), without retraining: early stopping on a
+window the training data contains would be no validation at all.
+
 Fine-tuning (models.md): ``train.init_from`` names a trained model (an MLflow run id with a
 ``model`` artifact, or a saved model folder). Its architecture, weights and item vocabulary
 are kept; learning rate, batch, epochs and patience come from this run's ``model.*``, the
@@ -26,7 +31,7 @@ from typing import Any
 import mlflow
 
 from musicrec.config import Config
-from musicrec.contract import HOLDOUT_TASKS
+from musicrec.contract import GTS_TASKS, HOLDOUT_TASKS, Protocol
 from musicrec.errors import InputError
 from musicrec.models import FittedModel, family_class, load_model
 from musicrec.retrieval.index import log_index
@@ -46,7 +51,7 @@ log = logging.getLogger(__name__)
 SEQUENTIAL_FAMILIES = ("sasrec", "gsasrec", "bert4rec")
 # Settings a fine-tuning run takes from its own config; everything else is the parent's.
 FINE_TUNE_KEYS = ("learning_rate", "batch_size", "max_epochs", "patience")
-TABLES_READ = ("sequences", "holdout_examples")
+TABLES_READ = ("sequences", "holdout_examples", "gts_examples")
 
 
 def model_config(config: Config, family: str, parent: FittedModel | None = None) -> dict:
@@ -142,9 +147,10 @@ def plan(config: Config) -> Plan:
     if family not in SEQUENTIAL_FAMILIES:
         raise InputError(f"model.family={family} is not a sequential family ({', '.join(SEQUENTIAL_FAMILIES)})")
     t = config.train
-    if t.protocol != "holdout":
-        # Early stopping needs validation users: the holdout's; GTS validation windows are not wired in.
-        raise InputError(f"sequential training validates on holdout users; train.protocol={t.protocol} is not supported")
+    protocol = Protocol.parse(t.protocol)
+    if protocol.kind == "gts" and protocol.window != "val":
+        raise InputError(f"train.protocol={t.protocol}: sequential training early-stops on the validation window, so "
+                         f"it trains on the validation stage (gts_val_{protocol.feedback}) and is tested on the test window")
     task_name = validation_task(config)
     parent, parent_ref = resolve_parent(t.init_from) if t.init_from else (None, "")
     if parent is not None and parent.model.family != family:
@@ -178,6 +184,7 @@ def worker_spec(config: Config, p: Plan, name: str) -> WorkerSpec:
         parent_state=ray.put(p.parent.model.state()) if p.parent is not None else None,
         fail_at_step=t.fail_at_step,
         fail_marker=str(storage.resolve() / name / "injected_failure") if storage is not None else "",
+        protocol=t.protocol,
     )
 
 
@@ -193,10 +200,35 @@ def fit_on_ray_train(config: Config, p: Plan, version: int, name: str, callbacks
     return trainer_for(config, spec, worker_datasets(rows, t.workers, t.sharding), name, callbacks).fit()
 
 
+def test_results(config: Config, p: Plan, fitted: FittedModel):
+    """The trained model on the test users of every task its sequence serves (a general model: each
+    task of its domain through the filter), so that general and on-task models meet in one table.
+    Holdout: validation also on the tasks other than the one that picked the epoch (whose per-epoch
+    values are logged), so that registering can compare the model on each of them; returns the test."""
+    from musicrec.evaluate.protocols import EvalOptions, evaluate, evaluate_holdout, log_results
+    from musicrec.lake.readers import load_gts
+
+    t, lake, dataset = config.train, config.lake.root, config.dataset.name
+    options = EvalOptions(ks=tuple(config.evaluate.ks), metrics=("ndcg", "recall", "hr"))
+    protocol = Protocol.parse(t.protocol)
+    if protocol.kind == "gts":
+        tasks = [name for name in sequence_tasks(t.sequence) if name in GTS_TASKS]
+        test_stage = Protocol.gts("test", protocol.feedback).name
+        return evaluate([fitted], load_gts(lake, dataset, "test", protocol.feedback, tasks), test_stage, "test", options)
+    tasks = [name for name in sequence_tasks(t.sequence) if name in HOLDOUT_TASKS]
+    test = evaluate_holdout([fitted], lake, dataset, "test", tasks,
+                            replace(options, shuffle_seed=config.seed if config.evaluate.shuffle else None))
+    others = [name for name in tasks if name != p.task]
+    if others:
+        log_results(evaluate_holdout([fitted], lake, dataset, "val", others, options),
+                    artifact_file="evaluation/val_results.csv")
+    return test
+
+
 def log_trained(config: Config, p: Plan, directory: Path) -> dict[str, Any]:
     """Into the active run: the per-epoch history and its plot, the best epoch's model as the
     ``model`` artifact, and its holdout test metrics on the plan's task; returns the summary."""
-    from musicrec.evaluate.protocols import EvalOptions, evaluate_holdout, format_results, log_results
+    from musicrec.evaluate.protocols import EvalOptions, format_results, log_results
 
     t = config.train
     state = load_state(directory)
@@ -220,19 +252,8 @@ def log_trained(config: Config, p: Plan, directory: Path) -> dict[str, Any]:
         fitted.save(Path(tmp) / "model")
         mlflow.log_artifacts(str(Path(tmp) / "model"), "model")
     log_index(fitted, config.retrieval, config.seed)  # the run's `index` artifact (retrieval)
-    # Every task the sequence serves (a general model: each task of its domain through the filter),
-    # so that general and on-task models meet in one table; validation also on the tasks other than
-    # the one that picked the epoch (whose per-epoch values are logged above), so that registering
-    # can compare the model on each of them.
-    tasks = [name for name in sequence_tasks(t.sequence) if name in HOLDOUT_TASKS]
-    options = EvalOptions(ks=tuple(config.evaluate.ks), metrics=("ndcg", "recall", "hr"))
-    test = evaluate_holdout([fitted], config.lake.root, config.dataset.name, "test", tasks,
-                            replace(options, shuffle_seed=config.seed if config.evaluate.shuffle else None))
+    test = test_results(config, p, fitted)
     log_results(test, artifact_file="evaluation/test_results.csv")
-    others = [name for name in tasks if name != p.task]
-    if others:
-        val = evaluate_holdout([fitted], config.lake.root, config.dataset.name, "val", others, options)
-        log_results(val, artifact_file="evaluation/val_results.csv")
     mlflow.log_metrics({"best_epoch": state.best_epoch, f"best/{VALIDATION_METRIC}": state.best_metric,
                         "epochs_trained": len(state.history)})
     summary = {
@@ -256,7 +277,7 @@ def log_trained(config: Config, p: Plan, directory: Path) -> dict[str, Any]:
 
 def log_training_params(config: Config, p: Plan, version: int) -> None:
     t = config.train
-    mlflow.log_params({"family": p.family, "sequence": t.sequence, "k": t.k, "protocol": t.protocol, "task": p.task,
+    mlflow.log_params({"family": p.family, "training_sequence": t.sequence, "k": t.k, "protocol": t.protocol, "task": p.task,
                        "workers": t.workers, "use_gpu": t.use_gpu, "sharding": t.sharding,
                        "sequences_version_read": version})
     mlflow.log_params({f"model.{key}": value for key, value in p.settings.items()})

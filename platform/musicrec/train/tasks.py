@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from musicrec.config import Config
-from musicrec.contract import TASKS, parse_name, task
+from musicrec.contract import TASKS, Protocol, parse_name, task
 from musicrec.errors import InputError
 
 if TYPE_CHECKING:
@@ -22,7 +22,10 @@ def sequence_tasks(sequence: str) -> tuple[str, ...]:
 
 
 def validation_task(config: Config) -> str:
-    """``train.task``, or the task the training sequence serves (lh/disc: discovery, fam: familiar)."""
+    """``train.task``, or the task the training sequence serves (holdout: lh/disc discovery, fam
+    familiar; GTS: the task the sequence is the truth of, ``lh_track``: ``next_track``)."""
+    if Protocol.parse(config.train.protocol).kind == "gts":
+        return config.train.task or next(n for n, t in TASKS.items() if t.truth == config.train.sequence)
     kind, domain = parse_name(config.train.sequence)
     default = {("track", False): "T1", ("track", True): "T2", ("artist", False): "T3", ("artist", True): "T4"}
     name = config.train.task or default[(domain, kind == "fam")]
@@ -31,10 +34,21 @@ def validation_task(config: Config) -> str:
     return name
 
 
-def validation_ndcg(fitted: FittedModel, examples, batch_size: int) -> float:
-    """NDCG@100 of ``fitted`` on the task's holdout validation ``examples`` (what picks epochs and trials)."""
+def validation_examples(lake_root: str, dataset: str, protocol: str, task_name: str):
+    """The validation users of ``task_name`` under the training ``protocol``: the holdout's validation
+    split, or the GTS validation window (whose inputs are the validation stage's sequences)."""
+    from musicrec.lake.readers import load_gts, load_holdout
+
+    p = Protocol.parse(protocol)
+    if p.kind == "holdout":
+        return load_holdout(lake_root, dataset, "val", [task_name])[0]
+    return load_gts(lake_root, dataset, "val", p.feedback, [task_name])[0]
+
+
+def validation_ndcg(fitted: FittedModel, examples, batch_size: int, protocol: str = "holdout") -> float:
+    """NDCG@100 of ``fitted`` on the task's validation ``examples`` (what picks epochs and trials)."""
     from musicrec.evaluate.protocols import EvalOptions, evaluate_task
 
     options = EvalOptions(ks=(100,), metrics=("ndcg",), batch_size=batch_size)
-    rows = evaluate_task(fitted, examples, "holdout", "val", options)
+    rows = evaluate_task(fitted, examples, protocol, "val", options)
     return float(next(r["value"] for r in rows if r["metric"] == "ndcg" and r["k"] == 100))
