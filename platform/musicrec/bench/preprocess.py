@@ -154,8 +154,7 @@ def _run_measured(args: list[str], env: dict[str, str]) -> Measured:
 
 def _child_setup(workdir: Path, n_events: int, seed: int, overrides: list[str]) -> dict[str, Any]:
     from musicrec.config import load_config
-    from musicrec.lake.delta import write_table
-    from musicrec.lake.tables import table_path
+    from musicrec.lake.snapshot import JobSnapshot
     from musicrec.runtime.spark import get_spark
 
     config = load_config(overrides=overrides)
@@ -163,7 +162,10 @@ def _child_setup(workdir: Path, n_events: int, seed: int, overrides: list[str]) 
     staging = workdir / "events.parquet"
     pq.write_table(events, staging, row_group_size=1 << 20)
     spark = get_spark(config, app_name="musicrec-bench-setup")
-    write_table(spark, spark.read.parquet(str(staging)), table_path(config.lake.root, DATASET, "events"))
+    # Published as ingest publishes it: once preprocess has published, readers see published tables only.
+    with JobSnapshot(spark, config, job="ingest") as snap:
+        snap.stage("events", spark.read.parquet(str(staging)))
+        snap.publish()
     staging.unlink()
     return {
         "events": events.num_rows,
