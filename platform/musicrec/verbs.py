@@ -192,14 +192,16 @@ _REGISTRY: tuple[Verb, ...] = (
     ),
     Verb(
         "grid",
-        "train every cell of `grid` (general vs on task, fine-tuned, shuffle), register and promote per task",
+        "train every cell of `grid` (general vs on task, fine-tuned, shuffle), register and promote per task; "
+        "then `grid.baselines` under the global temporal split",
         "musicrec.experiments.grid:run_grid",
-        reads=("sequences", "holdout_examples"),
+        reads=("sequences", "holdout_examples", "gts_examples"),
         check="musicrec.experiments.grid:check_grid",
     ),
     Verb(
         "report",
-        "the latest grid run's results table (Markdown, CSV, bar charts), read back from MLflow",
+        "the latest grid run's results and baselines tables (Markdown, CSV, bar charts, training curves), "
+        "read back from MLflow",
         "musicrec.experiments.report:run_report",
     ),
 )
