@@ -185,7 +185,7 @@ def test_local_cluster_runs_the_users_path_on_loopback_and_leaves_nothing(tmp_pa
                 str(Path(sys.executable).parent / "ray"), "job", "submit", "--working-dir", ".",
                 "--runtime-env-json", runtime_env, "--", "python", "jobs/train.py", *DATASET,
                 "--config", "conf/models/als.yaml", *common, "model.factors=8", "model.iterations=3",
-                f"seed={seed}"], env) for seed in (1, 2)]  # fmt: skip
+                f"seed={seed}", f"train.register={str(seed == 1).lower()}"], env) for seed in (1, 2)]  # fmt: skip
             outs = [finish(job, 420) for job in jobs]
             watch.sample()
         for job, out in zip(jobs, outs, strict=True):
@@ -207,6 +207,21 @@ def test_local_cluster_runs_the_users_path_on_loopback_and_leaves_nothing(tmp_pa
             metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
             assert any(k.startswith("val/") for k in metrics) and any(k.startswith("test/") for k in metrics)
             assert all(0 <= v <= 1 for k, v in metrics.items() if "ndcg" in k)
+        # The first job registered its model: found through the registry's REST API, with its pyfunc.
+        first = next(run["info"]["run_id"] for run in trained
+                     if {"key": "seed", "value": "1"} in run["data"].get("tags", []))  # fmt: skip
+        query = urllib.parse.urlencode({"filter": f"run_id='{first}'"})
+        versions = mlflow_api(url, f"model-versions/search?{query}")["model_versions"]
+        assert versions and {v["name"].split(".")[-1] for v in versions} == {"als"}
+        for version in versions:
+            tags = {t["key"]: t["value"] for t in version.get("tags", [])}
+            assert tags["training_run"] == first and version["status"] == "READY"
+            query = urllib.parse.urlencode({"name": version["name"]})
+            model = mlflow_api(url, f"registered-models/get?{query}")["registered_model"]
+            assert model["latest_versions"][0]["version"] == version["version"]
+        other = mlflow_api(url, "model-versions/search?" + urllib.parse.urlencode(
+            {"filter": f"run_id='{next(r['info']['run_id'] for r in trained if r['info']['run_id'] != first)}'"}))
+        assert not other.get("model_versions")  # the second job was not asked to register
         assert "Traceback" not in (state / "logs" / "mlflow.log").read_text()
         # Artifacts went through the server into the cluster's artifact folder.
         for run in trained:
