@@ -132,3 +132,20 @@ def test_the_ray_job_runs_a_job_of_the_repository_with_a_valid_cluster_config():
     assert len(files) * 2 + len(overrides) == len(args)
     config = load_config(files, overrides)
     assert config.runtime.profile == "cluster" and config.train.use_gpu
+
+
+def test_the_image_has_the_clients_of_the_mlflow_servers_stores():
+    """The server runs in the project's image: it needs the driver of its backend store and, for
+    S3-compatible artifacts, boto3 (MLflow's S3 artifact repository), among the package's own
+    dependencies (the image installs those, not the dev extras, which bring boto3 only through moto)."""
+    import tomllib
+
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=\[ ]", d, maxsplit=1)[0].lower() for d in dependencies}
+    (deployment,) = [d for d in of_kind("Deployment") if d["metadata"]["name"] == "mlflow"]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    store = next(a for a in args if "backend-store" in a)
+    if "postgresql" in store:
+        assert "psycopg2-binary" in names
+    if any(a.startswith("--artifacts-destination=s3://") for a in args):
+        assert "boto3" in names
