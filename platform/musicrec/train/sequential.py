@@ -228,7 +228,7 @@ def test_results(config: Config, p: Plan, fitted: FittedModel):
 def log_trained(config: Config, p: Plan, directory: Path) -> dict[str, Any]:
     """Into the active run: the per-epoch history and its plot, the best epoch's model as the
     ``model`` artifact, and its holdout test metrics on the plan's task; returns the summary."""
-    from musicrec.evaluate.protocols import EvalOptions, format_results, log_results
+    from musicrec.evaluate.protocols import format_results, log_results
 
     t = config.train
     state = load_state(directory)
