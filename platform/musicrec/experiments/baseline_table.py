@@ -10,9 +10,9 @@ import math
 
 import pandas as pd
 
-from musicrec.contract import TASKS
 from musicrec.experiments.cells import APPROACH_TAG, BASELINE, FEEDBACK_TAG, MODEL_TAG
 from musicrec.experiments.table import markdown_table
+from musicrec.train.tasks import truth_task
 
 FEEDBACK_NAMES = {"listen_plus": "Listen+", "like": "Like"}
 # (MLflow metric stem, column stem), each at every cut-off of CUTOFFS: paper 002's columns.
@@ -22,19 +22,12 @@ COLUMNS = tuple(f"{column}@{k}" for _, column in METRICS for k in CUTOFFS)
 LONG_COLUMNS = ["feedback", "model", "metric", "value", "users"]
 
 
-def next_item_task(sequence: str) -> str:
-    """The plain next-item task predicted from ``sequence`` (``lh_track``: ``next_track``)."""
-    return next(name for name, t in TASKS.items() if t.truth == sequence)
-
-
 def baseline_results(runs: pd.DataFrame) -> pd.DataFrame:
     """The test-window metrics of the grid's baseline runs (``mlflow.search_runs`` rows) as tidy rows,
     with the number of users evaluated."""
-    if f"tags.{APPROACH_TAG}" not in runs:
-        return pd.DataFrame(columns=LONG_COLUMNS)
     rows = []
     for _, run in runs[runs[f"tags.{APPROACH_TAG}"] == BASELINE].iterrows():
-        stem = f"metrics.test/{next_item_task(run['params.training_sequence'])}"
+        stem = f"metrics.test/{truth_task(run['params.training_sequence'])}"
         users = run.get(f"{stem}/users_evaluated", math.nan)
         for name, column in METRICS:
             for k in CUTOFFS:

@@ -74,12 +74,7 @@ def plan_baselines(grid: GridConfig) -> list[BaselineRun]:
 def baseline_config(config: Config, run: BaselineRun, version: int) -> Config:
     """The ``train`` config of one baseline: the model fitted on its GTS stage's training sequences at
     ``version``, and tested on the test window by its trainer."""
-    data = config.model_dump(mode="json")
-    data["model"] = config.grid.models[run.model].model_dump(mode="json")
-    data["train"] = {**data["train"], "protocol": run.protocol, "sequence": run.sequence, "k": 1, "task": None,
-                     "sequences_version": version, "init_from": "", "register": False}
-    data["evaluate"] = {**data["evaluate"], "shuffle": False}
-    return Config.model_validate(data)
+    return _train_config(config, run.model, version, shuffle=False, protocol=run.protocol, sequence=run.sequence, k=1)
 
 
 def run_config(config: Config, run: GridRun, version: int, parent_run_id: str = "") -> Config:
@@ -87,9 +82,16 @@ def run_config(config: Config, run: GridRun, version: int, parent_run_id: str = 
     ``version`` (every run of a grid reads the same data, so their metrics compare); shuffled
     evaluation when the cell asks; registering is the grid's (after every run, so promotion
     compares them all)."""
+    return _train_config(config, run.model, version, shuffle=run.cell.shuffle, sequence=run.sequence, k=run.cell.k,
+                         init_from=parent_run_id)
+
+
+def _train_config(config: Config, model: str, version: int, *, shuffle: bool, **train: object) -> Config:
+    """``config`` training ``grid.models[model]`` on `sequences` at ``version`` with the ``train.*``
+    settings given; validated on the sequence's own task, never registered by the run itself."""
     data = config.model_dump(mode="json")
-    data["model"] = config.grid.models[run.model].model_dump(mode="json")
-    data["train"] = {**data["train"], "sequence": run.sequence, "k": run.cell.k, "task": None,
-                     "sequences_version": version, "init_from": parent_run_id, "register": False}
-    data["evaluate"] = {**data["evaluate"], "shuffle": run.cell.shuffle}
+    data["model"] = config.grid.models[model].model_dump(mode="json")
+    data["train"] = {**data["train"], "task": None, "sequences_version": version, "init_from": "", "register": False,
+                     **train}
+    data["evaluate"] = {**data["evaluate"], "shuffle": shuffle}
     return Config.model_validate(data)

@@ -42,37 +42,36 @@ def check_grid(config: Config) -> None:
                          "(see conf/experiments/demo.yaml)")
 
 
-def train_runs(config: Config, runs: list[GridRun], version: int) -> dict[tuple[str, str, str], str]:
-    """Train each run in order (a parent before its fine-tuned runs); their MLflow run ids by run key."""
+def train_tagged(config: Config, tags: dict[str, str]) -> str:
+    """Run the ``train`` job of ``config`` and tag its MLflow run with the cell it fills; its run id."""
     from musicrec.train.job import run_train
 
+    run_id = run_train(config)["training_run"]
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    return run_id
+
+
+def train_runs(config: Config, runs: list[GridRun], version: int) -> dict[tuple[str, str, str], str]:
+    """Train each run in order (a parent before its fine-tuned runs); their MLflow run ids by run key."""
     done: dict[tuple[str, str, str], str] = {}
     general = {(run.model, run.sequence): run.key for run in runs if run.cell.training == "general"}
     for i, run in enumerate(runs, 1):
         parent = done[general[run.parent]] if run.parent else ""
         log.info("grid [%d/%d] %s, %s on %s", i, len(runs), run.model, run.cell.label, run.sequence)
-        summary = run_train(run_config(config, run, version, parent))
-        run_id = summary["training_run"]
-        client = mlflow.MlflowClient()
-        tags = {MODEL_TAG: run.model, APPROACH_TAG: run.cell.label, SHUFFLE_TAG: str(run.cell.shuffle).lower()}
-        for key, value in tags.items():
-            client.set_tag(run_id, key, value)
-        done[run.key] = run_id
+        done[run.key] = train_tagged(run_config(config, run, version, parent), {
+            MODEL_TAG: run.model, APPROACH_TAG: run.cell.label, SHUFFLE_TAG: str(run.cell.shuffle).lower()})
     return done
 
 
 def train_baselines(config: Config, runs: list[BaselineRun], version: int) -> list[str]:
     """Train each baseline; their MLflow run ids."""
-    from musicrec.train.job import run_train
-
     done = []
     for i, run in enumerate(runs, 1):
         log.info("baselines [%d/%d] %s on %s (%s)", i, len(runs), run.model, run.sequence, run.protocol)
-        run_id = run_train(baseline_config(config, run, version))["training_run"]
-        client = mlflow.MlflowClient()
-        for key, value in {MODEL_TAG: run.model, APPROACH_TAG: BASELINE, FEEDBACK_TAG: run.feedback}.items():
-            client.set_tag(run_id, key, value)
-        done.append(run_id)
+        done.append(train_tagged(baseline_config(config, run, version),
+                                 {MODEL_TAG: run.model, APPROACH_TAG: BASELINE, FEEDBACK_TAG: run.feedback}))
     return done
 
 

@@ -21,11 +21,16 @@ def sequence_tasks(sequence: str) -> tuple[str, ...]:
     return tuple(n for n, t in TASKS.items() if t.truth == sequence)
 
 
+def truth_task(sequence: str) -> str:
+    """The task whose ground truth ``sequence`` is (``lh_track``: ``next_track``, ``disc_track``: T1)."""
+    return next(n for n, t in TASKS.items() if t.truth == sequence)
+
+
 def validation_task(config: Config) -> str:
     """``train.task``, or the task the training sequence serves (holdout: lh/disc discovery, fam
     familiar; GTS: the task the sequence is the truth of, ``lh_track``: ``next_track``)."""
     if Protocol.parse(config.train.protocol).kind == "gts":
-        return config.train.task or next(n for n, t in TASKS.items() if t.truth == config.train.sequence)
+        return config.train.task or truth_task(config.train.sequence)
     kind, domain = parse_name(config.train.sequence)
     default = {("track", False): "T1", ("track", True): "T2", ("artist", False): "T3", ("artist", True): "T4"}
     name = config.train.task or default[(domain, kind == "fam")]
