@@ -134,6 +134,30 @@ def test_item_index_maps_and_drops_unknown():
     assert dropped == 2
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [30, 10, 20, 10, 0],
+        [7],
+        [],
+        [5, 2**40, 5, 3],  # ids far above the event count: the sorting path
+        [4, -1, 4],  # a negative id: the sorting path too
+    ],
+)
+def test_item_index_indexing_is_from_items_then_to_dense(raw):
+    raw = np.array(raw, dtype=np.int64)
+    index, dense = ItemIndex.indexing(raw)
+    expected = ItemIndex.from_items(raw)
+    assert np.array_equal(index.ids, expected.ids) and index.ids.dtype == np.int64
+    assert np.array_equal(dense, expected.to_dense(raw)) and dense.dtype == np.int64
+
+
+def test_item_index_indexing_on_many_ids():
+    raw = np.random.default_rng(3).zipf(1.5, 50_000) % 20_000
+    index, dense = ItemIndex.indexing(raw)
+    assert np.array_equal(index.ids, np.unique(raw)) and np.array_equal(index.ids[dense], raw)
+
+
 def test_mostpop_counts_training_events():
     scorer = MostPop().fit(TrainingData.of([np.array([2, 2, 0]), np.array([2, 1])], n_items=4))
     s = scorer.score(Ragged.from_lists([np.array([0]), np.array([], dtype=np.int64)]))

@@ -45,6 +45,12 @@ def dense_matrix(rows: Ragged, n_items: int, counts: bool) -> np.ndarray:
 def test_user_item_matrix_is_binary_or_counts(values):
     rows = Ragged.from_lists([[0, 2, 2, 2], [], [1, 0]])
     assert np.array_equal(user_item_matrix(rows, 4, values).toarray(), dense_matrix(rows, 4, values == "counts"))
+    rows = sequences(seed=5)
+    before = rows.values.copy()
+    matrix = user_item_matrix(rows, N_ITEMS, values)
+    assert np.array_equal(matrix.toarray(), dense_matrix(rows, N_ITEMS, values == "counts"))
+    # Canonical CSR (what implicit expects), and the caller's rows are left as they were.
+    assert matrix.has_canonical_format and np.array_equal(rows.values, before)
 
 
 @pytest.mark.parametrize("values", ["binary", "counts"])

@@ -22,6 +22,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+import ray
 import torch
 
 from musicrec.arrays import Ragged
@@ -30,7 +31,9 @@ from musicrec.config import load_config
 from musicrec.evaluate.protocols import _metric_name
 from musicrec.models import load_model
 from musicrec.runner import run_verb
-from musicrec.train.classic import fit_from_lake
+from musicrec.runtime.ray_setup import init_ray
+from musicrec.train.classic import fit_on_ray, task_cpus
+from musicrec.train.fit_task import fit_from_lake
 from musicrec.train.job import run_train
 from ports import free_port
 from toy_lake import write_toy_lake
@@ -95,6 +98,28 @@ def test_train_logs_config_lineage_metrics_and_the_model_which_evaluate_reproduc
     again = mlflow.get_run(evaluated["mlflow_run"]).data.metrics
     for name in ("ndcg_at_10", "recall_at_10", "ndcg_at_5"):
         assert again[_metric_name(f"all/test/T1/{name}")] == metrics[f"test/T1/{name}"]
+
+
+def test_the_fit_task_reserves_the_cpus_its_threads_use(lake, tmp_path):
+    # Ray sets a worker's OMP_NUM_THREADS to its task's CPUs: implicit's "every core" (0) must be
+    # those CPUs, all of one node, or the job fits on one thread while implicit alone uses all.
+    def config(*extra: str, model: tuple[str, ...] = ALS_SMALL):
+        return load_config(overrides=settings(lake, tmp_path / "mlflow", *model, "runtime.ray.num_cpus=2", *extra))
+
+    init_ray(config())
+    try:
+        assert task_cpus(config()) == 2
+        fitted = fit_on_ray(config(), 0)
+        assert fitted.model.mf.num_threads == 2
+        assert task_cpus(config("model.num_threads=1")) == 1
+        assert fit_on_ray(config("model.num_threads=1"), 0).model.mf.num_threads == 1
+        assert task_cpus(config("train.num_cpus=1")) == 1
+        assert fit_on_ray(config("train.num_cpus=1"), 0).model.mf.num_threads == 1
+        assert task_cpus(config(model=("model.family=mostpop",))) == 1
+    finally:
+        ray.shutdown()
+    # Thread counts do not change ALS's factors.
+    assert np.array_equal(fitted.model.item_embeddings(), fit_from_lake(config(), 0).model.item_embeddings())
 
 
 def test_train_errors_are_one_line(lake, tmp_path, capsys):

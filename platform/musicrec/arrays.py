@@ -39,7 +39,7 @@ class Ragged:
         offsets = column.offsets.to_numpy().astype(np.int64)
         # A sliced list array shares its parent's child array: rebase onto the slice.
         values = column.values.slice(offsets[0], offsets[-1] - offsets[0])
-        return cls(values.to_numpy(zero_copy_only=False).astype(np.int64), offsets - offsets[0])
+        return cls(values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False), offsets - offsets[0])
 
     def __len__(self) -> int:
         return len(self.offsets) - 1

@@ -3,8 +3,9 @@
 Both sides run in the same process on the same data: the job (read the pinned training sequences
 from Delta, index the items, build the user × item matrix, fit, save the model folder), with the
 fit running as the Ray task of ``musicrec train``; then ``implicit``'s ``fit`` alone on the same
-matrix with the same settings and threads. The bar: job at most 1.25× the fit alone. Ray's
-start-up is a fixed cost of the process, reported separately and not counted in the job.
+matrix with the same settings and threads (the CPUs the job's task reserved). The bar: job at
+most 1.25× the fit alone. Ray's start-up is a fixed cost of the process, reported separately and
+not counted in the job.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def bench_als(config: Config, dataset: str) -> dict[str, Any]:
     import ray
 
     from musicrec.runtime.ray_setup import init_ray
-    from musicrec.train.classic import fit_on_ray
+    from musicrec.train.classic import fit_on_ray, task_cpus
 
     model_config = config.model if isinstance(config.model, ALSConfig) else ALSConfig(factors=64)
     update: dict[str, Any] = {"dataset": config.dataset.model_copy(update={"name": dataset}), "model": model_config}
@@ -42,6 +43,7 @@ def bench_als(config: Config, dataset: str) -> dict[str, Any]:
     init_ray(config)
     out["ray_start_seconds"] = time.perf_counter() - started
     try:
+        threads = task_cpus(config)
         with tempfile.TemporaryDirectory(prefix="musicrec-bench-als-") as tmp:
             started = time.perf_counter()
             fitted = fit_on_ray(config, t.sequences_version)
@@ -50,17 +52,20 @@ def bench_als(config: Config, dataset: str) -> dict[str, Any]:
     finally:
         ray.shutdown()
 
-    # The fit alone, on the same matrix built the same way (not timed).
-    data = read_training_sequences(config.lake.root, dataset, t.protocol, t.sequence, t.k, t.sequences_version)
-    items = ItemIndex.from_items(data.items.values)
-    dense = TrainingData(Ragged(items.to_dense(data.items.values), data.items.offsets), len(items))
-    shell = ALS(model_config, seed=config.seed)
+    # The fit alone, on the same matrix built the same way (not timed), with the job's threads.
+    data = read_training_sequences(
+        config.lake.root, dataset, t.protocol, t.sequence, t.k, t.sequences_version, timestamps=False
+    )
+    items, dense_values = ItemIndex.indexing(data.items.values)
+    dense = TrainingData(Ragged(dense_values, data.items.offsets), len(items))
+    shell = ALS(model_config.model_copy(update={"num_threads": threads}), seed=config.seed)
     matrix = shell.matrix(dense)
     mf = shell._implicit()
     started = time.perf_counter()
     with threadpool_limits(1, "blas"):
         mf.fit(matrix, show_progress=False)
     out["fit_alone_seconds"] = time.perf_counter() - started
+    out["threads"] = threads
     out["ratio_job_to_fit"] = out["job_seconds"] / out["fit_alone_seconds"]
     out.update(users=matrix.shape[0], items=matrix.shape[1], nonzeros=int(matrix.nnz), events=len(data.items.values))
     out["same_factors"] = bool(np.array_equal(mf.item_factors, fitted.model.item_embeddings()))

@@ -221,7 +221,9 @@ class TrainConfig(Section):
     k: int = Field(1, ge=1)
     # Version of `sequences` to read; None: the latest when the run starts (logged either way).
     sequences_version: int | None = Field(None, ge=0)
-    num_cpus: int = Field(1, ge=1)  # CPUs the Ray task of a classic family reserves (implicit: model.num_threads)
+    # CPUs the Ray task of a classic family reserves; None: model.num_threads where the family has
+    # threads (0: every core of the largest node), else 1.
+    num_cpus: int | None = Field(None, ge=1)
     output_dir: str = ""  # also keep the saved model folder here (it is always an MLflow artifact)
     # Task whose holdout validation users drive early stopping; None: the sequence's own task
     # (lh/disc: T1 or T3, fam: T2 or T4).

@@ -198,11 +198,12 @@ def sequences_filters(protocol: str, name: str, k: int, split: str | None) -> Fi
 @dataclass(frozen=True)
 class TrainingSequences:
     """One (protocol, name, k) of ``sequences``, train split: one row per user (ascending uid),
-    raw item ids, timestamps aligned with the items, and the table version they were read from."""
+    raw item ids, timestamps aligned with the items (None when not read), and the table version
+    they were read from."""
 
     uids: np.ndarray
     items: Ragged
-    timestamps: Ragged
+    timestamps: Ragged | None
     version: int
 
 
@@ -218,18 +219,22 @@ def read_training_sequences(
     name: str = "lh_track",
     k: int = 1,
     version: int | None = None,
+    *,
+    timestamps: bool = True,
 ) -> TrainingSequences:
     """Training sequences of ``protocol`` at ``version`` (None: the latest): the holdout's train
-    users, or every GTS user."""
+    users, or every GTS user; ``timestamps=False`` leaves out the timestamps column (half the
+    bytes, for the families that learn from the items alone)."""
     path = _existing(lake_root, dataset, "sequences")
     version = table_version(path) if version is None else version
-    table = read_arrow(
-        path, version=version, columns=["uid", "items", "timestamps"], filters=sequences_filters(protocol, name, k, "train")
-    ).sort_by("uid")
-    items, timestamps = Ragged.from_arrow(table["items"]), Ragged.from_arrow(table["timestamps"])
-    if not np.array_equal(items.offsets, timestamps.offsets):
+    columns = ["uid", "items", "timestamps"] if timestamps else ["uid", "items"]
+    table = read_arrow(path, version=version, columns=columns, filters=sequences_filters(protocol, name, k, "train"))
+    table = table.sort_by("uid")
+    items = Ragged.from_arrow(table["items"])
+    stamps = Ragged.from_arrow(table["timestamps"]) if timestamps else None
+    if stamps is not None and not np.array_equal(items.offsets, stamps.offsets):
         raise ValueError(f"sequences ({protocol}, {name}, k={k}): items and timestamps differ in length")
-    return TrainingSequences(table["uid"].to_numpy().astype(np.int64), items, timestamps, version)
+    return TrainingSequences(table["uid"].to_numpy().astype(np.int64), items, stamps, version)
 
 
 def train_sequences(

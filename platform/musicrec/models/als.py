@@ -8,14 +8,18 @@ least-squares solve against the fixed item factors), and score = user factors ·
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from threadpoolctl import threadpool_limits
 
 from musicrec.arrays import Ragged
 from musicrec.config.models import ALSConfig
-from musicrec.models.base import Model, TrainingData
+from musicrec.models.base import Model, TrainingData, as_scores
 from musicrec.models.matrix import user_item_matrix
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ALS(Model):
@@ -59,7 +63,7 @@ class ALS(Model):
             return self.mf.recalculate_user(np.arange(len(histories)), rows)
 
     def score(self, histories: Ragged) -> torch.Tensor:
-        return torch.from_numpy(self.query_embeddings(histories) @ self.mf.item_factors.T)
+        return as_scores(self.query_embeddings(histories) @ self.mf.item_factors.T)
 
     def state(self) -> dict[str, np.ndarray]:
         return {"item_factors": self.mf.item_factors}

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Self
 
 import numpy as np
-import torch
 from pydantic import BaseModel
 
 from musicrec.arrays import Ragged, as_ragged
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class Model(ABC):
 
     family: ClassVar[str]
     Config: ClassVar[type[BaseModel] | None] = None
+    # Whether ``fit`` reads ``TrainingData.timestamps``: a job reads that column only for those that do.
+    uses_timestamps: ClassVar[bool] = False
 
     def __init__(self, config: BaseModel | None = None, seed: int = 0) -> None:
         if config is None and self.Config is not None:
@@ -85,3 +89,11 @@ class Model(ABC):
 
     def config_dict(self) -> dict:
         return self.config.model_dump(mode="json") if self.config is not None else {}
+
+
+def as_scores(array: np.ndarray) -> torch.Tensor:
+    """A numpy score matrix as the tensor :meth:`Model.score` returns. torch is imported here, at the
+    first scoring: the Ray task that fits a matrix-factorisation family never pays its import."""
+    import torch
+
+    return torch.from_numpy(array)

@@ -8,15 +8,19 @@ item vector + item bias; an empty history ranks by the learnt bias alone.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import scipy.sparse as sp
-import torch
 from threadpoolctl import threadpool_limits
 
 from musicrec.arrays import Ragged
 from musicrec.config.models import BPRConfig
-from musicrec.models.base import Model, TrainingData
+from musicrec.models.base import Model, TrainingData, as_scores
 from musicrec.models.matrix import user_item_matrix
+
+if TYPE_CHECKING:
+    import torch
 
 
 class BPR(Model):
@@ -65,7 +69,7 @@ class BPR(Model):
         return np.hstack([mean, np.ones((len(histories), 1))]).astype(np.float32)
 
     def score(self, histories: Ragged) -> torch.Tensor:
-        return torch.from_numpy(self.query_embeddings(histories) @ self.mf.item_factors.T)
+        return as_scores(self.query_embeddings(histories) @ self.mf.item_factors.T)
 
     def state(self) -> dict[str, np.ndarray]:
         return {"item_factors": self.mf.item_factors}

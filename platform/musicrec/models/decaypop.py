@@ -16,6 +16,7 @@ class DecayPop(Model):
     Config = DecayPopConfig
     config: DecayPopConfig
     scores: torch.Tensor
+    uses_timestamps = True
 
     def fit(self, data: TrainingData) -> DecayPop:
         if data.timestamps is None:

@@ -7,14 +7,18 @@ so the family refuses catalogues above ``model.max_items``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from musicrec.arrays import Ragged
 from musicrec.config.models import EASEConfig
 from musicrec.errors import InputError
-from musicrec.models.base import Model, TrainingData
+from musicrec.models.base import Model, TrainingData, as_scores
 from musicrec.models.matrix import user_item_matrix
+
+if TYPE_CHECKING:
+    import torch
 
 
 class EASE(Model):
@@ -41,7 +45,7 @@ class EASE(Model):
 
     def score(self, histories: Ragged) -> torch.Tensor:
         rows = user_item_matrix(histories, self.n_items)
-        return torch.from_numpy(np.asarray(rows @ self.weights, dtype=np.float32))
+        return as_scores(np.asarray(rows @ self.weights, dtype=np.float32))
 
     def state(self) -> dict[str, np.ndarray]:
         return {"weights": self.weights}

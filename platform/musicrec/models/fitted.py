@@ -85,8 +85,8 @@ def fit_model(
     """Index the raw item ids of ``train_sequences`` and fit ``model`` on them."""
     contract.parse_name(sequence)
     raw = as_ragged(train_sequences)
-    items = ItemIndex.from_items(raw.values)
-    dense = Ragged(items.to_dense(raw.values), raw.offsets)
+    items, dense_values = ItemIndex.indexing(raw.values)
+    dense = Ragged(dense_values, raw.offsets)
     stamps = None if timestamps is None else as_ragged(timestamps)
     model.fit(TrainingData(dense, len(items), stamps))
     return FittedModel(name, model, items, sequence, k, tasks)

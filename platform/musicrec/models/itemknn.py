@@ -9,14 +9,18 @@ and a repeated item adds the weight of every occurrence. Items outside every nei
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from musicrec.arrays import Ragged
 from musicrec.config.models import ItemKNNConfig
-from musicrec.models.base import Model, TrainingData
+from musicrec.models.base import Model, TrainingData, as_scores
 from musicrec.models.matrix import user_item_matrix
+
+if TYPE_CHECKING:
+    import torch
 
 # Similarity rows computed per block: bounds the memory of X_blockᵀ X on large catalogues.
 BLOCK_ITEMS = 2048
@@ -76,7 +80,7 @@ class ItemKNN(Model):
         query = sp.csr_matrix(
             (weights, (histories.row_ids(), histories.values)), shape=(len(histories), self.n_items)
         )
-        return torch.from_numpy((query @ self.similarity).toarray().astype(np.float32))
+        return as_scores((query @ self.similarity).toarray().astype(np.float32))
 
     def state(self) -> dict[str, np.ndarray]:
         s = self.similarity

@@ -20,6 +20,21 @@ class ItemIndex:
     def from_items(cls, items: Iterable[int] | np.ndarray) -> ItemIndex:
         return cls(np.unique(np.asarray(items, dtype=np.int64)))
 
+    @classmethod
+    def indexing(cls, raw: np.ndarray) -> tuple[ItemIndex, np.ndarray]:
+        """The index of the distinct ids in ``raw``, and ``raw`` in its dense indices: what
+        ``from_items`` then ``to_dense`` give, in one pass. Ids that fit a lookup table of a few
+        bytes per event (catalogue ids are) skip the sort: O(n) instead of O(n log n), seconds
+        on tens of millions of events."""
+        raw = np.asarray(raw, dtype=np.int64)
+        if not len(raw) or raw.min() < 0 or raw.max() > 4 * len(raw) + 2**20:
+            ids, dense = np.unique(raw, return_inverse=True)
+            return cls(ids), dense.reshape(-1).astype(np.int64)
+        present = np.zeros(int(raw.max()) + 1, dtype=bool)
+        present[raw] = True
+        dense_of = np.cumsum(present, dtype=np.int64) - 1
+        return cls(np.flatnonzero(present).astype(np.int64)), dense_of[raw]
+
     def __len__(self) -> int:
         return len(self.ids)
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from musicrec.arrays import Ragged
 from musicrec.config.models import TransitionConfig
-from musicrec.models.base import Model, TrainingData
+from musicrec.models.base import Model, TrainingData, as_scores
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Transition(Model):
@@ -44,7 +48,7 @@ class Transition(Model):
         if len(with_last):
             last = histories.values[histories.offsets[with_last + 1] - 1]
             out[with_last] += self.matrix[last].toarray()
-        return torch.from_numpy(out)
+        return as_scores(out)
 
     def state(self) -> dict[str, np.ndarray]:
         m = self.matrix

@@ -25,42 +25,33 @@ from musicrec.config import Config
 from musicrec.contract import Protocol
 from musicrec.errors import InputError
 from musicrec.evaluate.protocols import EvalOptions, evaluate, format_results, log_results
-from musicrec.lake.readers import load_gts, load_holdout, read_training_sequences, sequences_version
-from musicrec.models import FittedModel, family_class, fit_model
+from musicrec.lake.readers import load_gts, load_holdout, sequences_version
+from musicrec.models import FittedModel
 from musicrec.retrieval.index import log_index
 from musicrec.runtime.mlflow_setup import setup_mlflow
 from musicrec.tracking.runs import log_lineage
-from musicrec.train.tasks import sequence_tasks
+from musicrec.train.fit_task import fit_from_lake
+from musicrec.train.tasks import model_name
 
 log = logging.getLogger(__name__)
 
 READS = ("sequences", "holdout_examples", "gts_examples")
 
 
-def model_name(config: Config) -> str:
-    t = config.train
-    return f"{config.model.family}[{t.sequence}]" if t.k == 1 else f"{config.model.family}[{t.sequence}({t.k})]"
+def task_cpus(config: Config) -> int:
+    """CPUs the fit's Ray task reserves: ``train.num_cpus``, else as many as the family's threads
+    (implicit's ``num_threads``; 0, every core, is every CPU of the largest node, where the task
+    then runs alone), else 1. Reserving fewer than the threads would oversubscribe the node."""
+    import ray
 
-
-def fit_from_lake(config: Config, version: int | None) -> FittedModel:
-    """Read the pinned training sequences and fit ``config.model`` (the body of the Ray task)."""
-    t = config.train
-    data = read_training_sequences(config.lake.root, config.dataset.name, t.protocol, t.sequence, t.k, version)
-    if not len(data.items.values):
-        raise InputError(
-            f"no training sequences for ({t.protocol}, {t.sequence}, k={t.k}) in version {version} of "
-            f"{config.lake.root}/{config.dataset.name}/sequences"
-        )
-    model = family_class(config.model.family)(config.model, seed=config.seed)
-    return fit_model(
-        model_name(config),
-        model,
-        data.items,
-        sequence=t.sequence,
-        k=t.k,
-        tasks=sequence_tasks(t.sequence),
-        timestamps=data.timestamps,
-    )
+    if config.train.num_cpus is not None:
+        return config.train.num_cpus
+    threads = getattr(config.model, "num_threads", None)
+    if threads is None:
+        return 1
+    if threads > 0:
+        return threads
+    return int(max(node["Resources"].get("CPU", 1) for node in ray.nodes() if node["Alive"]))
 
 
 def fit_on_ray(config: Config, version: int | None) -> FittedModel:
@@ -71,7 +62,7 @@ def fit_on_ray(config: Config, version: int | None) -> FittedModel:
     started_here = not ray.is_initialized()
     init_ray(config)
     try:
-        task = ray.remote(num_cpus=config.train.num_cpus, max_retries=0)(fit_from_lake)
+        task = ray.remote(num_cpus=task_cpus(config), max_retries=0)(fit_from_lake)
         try:
             fitted = ray.get(task.remote(config, version))
         except ray.exceptions.RayTaskError as e:

@@ -12,6 +12,12 @@ if TYPE_CHECKING:
     from musicrec.models import FittedModel
 
 
+def model_name(config: Config) -> str:
+    """A trained model's name: its family and training sequence, with k when condensed."""
+    t = config.train
+    return f"{config.model.family}[{t.sequence}]" if t.k == 1 else f"{config.model.family}[{t.sequence}({t.k})]"
+
+
 def sequence_tasks(sequence: str) -> tuple[str, ...]:
     """The tasks a model trained on ``sequence`` serves (paper 000): a listening history every task
     of its domain through the candidate filter, a task's own sequence only that task."""

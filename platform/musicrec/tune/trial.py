@@ -20,7 +20,7 @@ def classic_trial(params: dict, base: dict, version: int) -> None:
     from ray import tune
 
     from musicrec.lake.readers import load_holdout
-    from musicrec.train.classic import fit_from_lake
+    from musicrec.train.fit_task import fit_from_lake
     from musicrec.train.tasks import validation_ndcg, validation_task
 
     config = trial_config(base, params)
