@@ -1,6 +1,7 @@
 """The model interface: training data checks, the family lookup, and save -> load for the built-in families."""
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
@@ -13,6 +14,18 @@ def test_training_data_rejects_items_outside_the_catalogue_and_misaligned_timest
         TrainingData.of([[0, 3]], n_items=3)
     with pytest.raises(ValueError, match="one value per training item"):
         TrainingData.of([[0, 1]], n_items=3, timestamps=[[5]])
+
+
+@pytest.mark.parametrize("list_type", [pa.list_(pa.int32()), pa.large_list(pa.int64())])
+def test_ragged_from_arrow_reads_chunks_slices_and_nulls(list_type):
+    rows = [[3, 1], None, [], [7, 7, 2], [5]]
+    whole = pa.array(rows, list_type)
+    # Chunks that are slices of a larger array (sharing its child values), one of them empty.
+    column = pa.chunked_array([whole.slice(0, 2), whole.slice(2, 0), whole.slice(2, 3)])
+    for arrow in (column, whole.slice(1, 3), pa.chunked_array([], list_type)):
+        ragged = Ragged.from_arrow(arrow)
+        expected = [r or [] for r in arrow.to_pylist()]
+        assert [r.tolist() for r in ragged.to_lists()] == expected and ragged.values.dtype == np.int64
 
 
 def test_unknown_family_names_the_known_ones():

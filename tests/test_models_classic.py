@@ -17,6 +17,7 @@ from musicrec.arrays import Ragged
 from musicrec.config.models import ALSConfig, BPRConfig, DecayPopConfig, EASEConfig, ItemKNNConfig
 from musicrec.errors import InputError
 from musicrec.models import TrainingData
+from musicrec.models import matrix as matrix_module
 from musicrec.models.als import ALS
 from musicrec.models.bpr import BPR
 from musicrec.models.decaypop import DecayPop
@@ -41,13 +42,17 @@ def dense_matrix(rows: Ragged, n_items: int, counts: bool) -> np.ndarray:
     return out
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("bitmap", [True, False])
 @pytest.mark.parametrize("values", ["binary", "counts"])
-def test_user_item_matrix_is_binary_or_counts(values):
+def test_user_item_matrix_is_binary_or_counts(values, bitmap, threads, monkeypatch):
+    if not bitmap:  # the path of catalogues too large for a bitmap of the cells
+        monkeypatch.setattr(matrix_module, "BITMAP_BYTES_PER_EVENT", 0)
     rows = Ragged.from_lists([[0, 2, 2, 2], [], [1, 0]])
-    assert np.array_equal(user_item_matrix(rows, 4, values).toarray(), dense_matrix(rows, 4, values == "counts"))
+    assert np.array_equal(user_item_matrix(rows, 4, values, threads).toarray(), dense_matrix(rows, 4, values == "counts"))
     rows = sequences(seed=5)
     before = rows.values.copy()
-    matrix = user_item_matrix(rows, N_ITEMS, values)
+    matrix = user_item_matrix(rows, N_ITEMS, values, threads)
     assert np.array_equal(matrix.toarray(), dense_matrix(rows, N_ITEMS, values == "counts"))
     # Canonical CSR (what implicit expects), and the caller's rows are left as they were.
     assert matrix.has_canonical_format and np.array_equal(rows.values, before)

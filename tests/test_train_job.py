@@ -26,9 +26,11 @@ import ray
 import torch
 
 from musicrec.arrays import Ragged
+from musicrec.bench.als import bench_als
 from musicrec.cli import main
 from musicrec.config import load_config
 from musicrec.evaluate.protocols import _metric_name
+from musicrec.lake.readers import read_training_sequences
 from musicrec.models import load_model
 from musicrec.runner import run_verb
 from musicrec.runtime.ray_setup import init_ray
@@ -120,6 +122,19 @@ def test_the_fit_task_reserves_the_cpus_its_threads_use(lake, tmp_path):
         ray.shutdown()
     # Thread counts do not change ALS's factors.
     assert np.array_equal(fitted.model.item_embeddings(), fit_from_lake(config(), 0).model.item_embeddings())
+
+
+def test_bench_als_times_the_job_and_implicit_alone_on_the_same_matrix(lake, tmp_path):
+    config = load_config(overrides=settings(lake, tmp_path / "mlflow", *ALS_SMALL, "runtime.ray.num_cpus=2"))
+    out = bench_als(config, "toy")
+    # The job's factors are implicit's own on the matrix the fit alone used, with the same threads.
+    assert out["same_factors"] and out["threads"] == 2 and out["factors"] == 8
+    assert len(out["job_runs"]) == len(out["fit_alone_runs"]) == 3
+    assert abs(out["job_seconds"] - sorted(out["job_runs"])[1]) <= 0.005  # the median (runs are rounded)
+    assert out["ratio_job_to_fit"] == out["job_seconds"] / out["fit_alone_seconds"]
+    rows = read_training_sequences(lake, "toy", "holdout", "lh_track", 1).items
+    assert (out["users"], out["items"], out["events"]) == (len(rows), len(np.unique(rows.values)), len(rows.values))
+    assert out["nonzeros"] == sum(len(set(row.tolist())) for row in rows.to_lists())
 
 
 def test_train_errors_are_one_line(lake, tmp_path, capsys):

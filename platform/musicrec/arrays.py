@@ -33,13 +33,18 @@ class Ragged:
     @classmethod
     def from_arrow(cls, column: pa.Array | pa.ChunkedArray) -> Ragged:
         """A list<int> column; null lists become empty rows."""
-        if isinstance(column, pa.ChunkedArray):
-            column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
-        column = column.fill_null(pa.scalar([], column.type)) if column.null_count else column
-        offsets = column.offsets.to_numpy().astype(np.int64)
-        # A sliced list array shares its parent's child array: rebase onto the slice.
-        values = column.values.slice(offsets[0], offsets[-1] - offsets[0])
-        return cls(values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False), offsets - offsets[0])
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+        lengths, parts = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+        for chunk in chunks:
+            chunk = chunk.fill_null(pa.scalar([], chunk.type)) if chunk.null_count else chunk
+            offsets = chunk.offsets.to_numpy()
+            # A sliced list array shares its parent's child array: rebase onto the slice.
+            parts.append(chunk.values.slice(offsets[0], offsets[-1] - offsets[0]).to_numpy(zero_copy_only=False))
+            lengths.append(np.diff(offsets))
+        offsets = np.zeros(sum(len(part) for part in lengths) + 1, dtype=np.int64)
+        np.cumsum(np.concatenate(lengths), out=offsets[1:])
+        # One pass per chunk that casts and copies, without first combining the chunks.
+        return cls(np.concatenate(parts, dtype=np.int64), offsets)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1

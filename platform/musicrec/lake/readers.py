@@ -229,12 +229,15 @@ def read_training_sequences(
     version = table_version(path) if version is None else version
     columns = ["uid", "items", "timestamps"] if timestamps else ["uid", "items"]
     table = read_arrow(path, version=version, columns=columns, filters=sequences_filters(protocol, name, k, "train"))
-    table = table.sort_by("uid")
+    uids = table["uid"].to_numpy()
+    if np.any(uids[1:] <= uids[:-1]):  # files come in no set order; sorting copies every list
+        table = table.sort_by("uid")
+        uids = table["uid"].to_numpy()
     items = Ragged.from_arrow(table["items"])
     stamps = Ragged.from_arrow(table["timestamps"]) if timestamps else None
     if stamps is not None and not np.array_equal(items.offsets, stamps.offsets):
         raise ValueError(f"sequences ({protocol}, {name}, k={k}): items and timestamps differ in length")
-    return TrainingSequences(table["uid"].to_numpy().astype(np.int64), items, stamps, version)
+    return TrainingSequences(uids.astype(np.int64), items, stamps, version)
 
 
 def train_sequences(

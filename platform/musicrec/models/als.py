@@ -8,6 +8,7 @@ least-squares solve against the fixed item factors), and score = user factors ·
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -44,7 +45,7 @@ class ALS(Model):
             )
 
     def matrix(self, data: TrainingData):
-        return user_item_matrix(data.items, data.n_items, self.config.values)
+        return user_item_matrix(data.items, data.n_items, self.config.values, self.config.num_threads or os.cpu_count())
 
     def fit(self, data: TrainingData) -> ALS:
         self.n_items = data.n_items
