@@ -29,6 +29,7 @@ from musicrec.arrays import Ragged
 from musicrec.bench.als import bench_als
 from musicrec.cli import main
 from musicrec.config import load_config
+from musicrec.errors import InputError
 from musicrec.evaluate.protocols import _metric_name
 from musicrec.lake.readers import read_training_sequences
 from musicrec.models import load_model
@@ -135,6 +136,8 @@ def test_bench_als_times_the_job_and_implicit_alone_on_the_same_matrix(lake, tmp
     rows = read_training_sequences(lake, "toy", "holdout", "lh_track", 1).items
     assert (out["users"], out["items"], out["events"]) == (len(rows), len(np.unique(rows.values)), len(rows.values))
     assert out["nonzeros"] == sum(len(set(row.tolist())) for row in rows.to_lists())
+    with pytest.raises(InputError, match="no sequences table at .*absent"):
+        bench_als(config, "absent")
 
 
 def test_train_errors_are_one_line(lake, tmp_path, capsys):

@@ -35,12 +35,13 @@ def bench_als(config: Config, dataset: str) -> dict[str, Any]:
     import ray
 
     from musicrec.runtime.ray_setup import init_ray
-    from musicrec.train.classic import fit_on_ray, task_cpus
+    from musicrec.train.classic import fit_on_ray, pinned_version, task_cpus
 
     model_config = config.model if isinstance(config.model, ALSConfig) else ALSConfig(factors=64)
     update: dict[str, Any] = {"dataset": config.dataset.model_copy(update={"name": dataset}), "model": model_config}
     config = config.model_copy(update=update)
     t = config.train
+    version = pinned_version(config)  # both sides read this version; a missing table is a one-line error
     out: dict[str, Any] = {"dataset": dataset, "factors": model_config.factors, "iterations": model_config.iterations}
 
     started = time.perf_counter()
@@ -50,7 +51,7 @@ def bench_als(config: Config, dataset: str) -> dict[str, Any]:
         threads = task_cpus(config)
         # The fit alone: the same matrix built the same way (not timed), with the job's threads.
         data = read_training_sequences(
-            config.lake.root, dataset, t.protocol, t.sequence, t.k, t.sequences_version, timestamps=False
+            config.lake.root, dataset, t.protocol, t.sequence, t.k, version, timestamps=False
         )
         items, dense_values = ItemIndex.indexing(data.items.values)
         shell = ALS(model_config.model_copy(update={"num_threads": threads}), seed=config.seed)
@@ -60,7 +61,7 @@ def bench_als(config: Config, dataset: str) -> dict[str, Any]:
         for _ in range(REPEATS):
             with tempfile.TemporaryDirectory(prefix="musicrec-bench-als-") as tmp:
                 started = time.perf_counter()
-                fitted = fit_on_ray(config, t.sequences_version)
+                fitted = fit_on_ray(config, version)
                 fitted.save(Path(tmp) / "model")
                 jobs.append(time.perf_counter() - started)
             mf = shell._implicit()
