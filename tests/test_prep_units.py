@@ -17,7 +17,7 @@ from musicrec.config import load_config
 from musicrec.errors import InputError
 from musicrec.lake.delta import read_arrow, table_exists, write_table
 from musicrec.lake.tables import table_path
-from musicrec.prep import build, gts
+from musicrec.prep import build, gts, stats
 from musicrec.prep.holdout import user_split
 from musicrec.prep.job import OUTPUT_TABLES, run_preprocess
 
@@ -481,3 +481,30 @@ def test_events_at_or_after_test_end_are_counted(gts_lake):
 def test_no_events_after_the_default_test_end(holdout_lake):
     # The default test_end is the largest timestamp plus one.
     assert stat(holdout_lake, "gts", "events_at_or_after_test_end") == 0
+
+
+def test_item_maxima_are_the_largest_count_of_each_item_in_one_row():
+    rows = [
+        ("holdout", "lh_track", [5, 5, 7, 5]),
+        ("holdout", "lh_track", [7, 7, 7]),
+        ("holdout", "lh_artist", [0, 2, 2]),
+        ("gts_test_like", "lh_track", []),
+        ("gts_test_like", "lh_track", [5, 900000]),
+        ("holdout", "lh_track", [9]),
+    ]
+    batch = pa.RecordBatch.from_pylist(
+        [{"protocol": p, "name": n, "items": i} for p, n, i in rows],
+        schema=pa.schema([("protocol", pa.string()), ("name", pa.string()), ("items", pa.list_(pa.int32()))]),
+    )
+    got = {}
+    for out in stats.item_maxima([batch, batch.slice(0, 2)]):
+        assert out.schema == stats.ITEM_MAXIMA
+        for r in out.to_pylist():
+            key = (r["protocol"], r["name"], r["item"])
+            got[key] = max(got.get(key, 0), r["m"])
+    # Brute force: every item of every row, counted in that row.
+    expected = {}
+    for p, n, items in rows:
+        for item in items:
+            expected[(p, n, item)] = max(expected.get((p, n, item), 0), items.count(item))
+    assert got == expected

@@ -19,11 +19,15 @@ One row per statistic: ``section``, ``name`` (a ``/``-separated path ending in t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from musicrec.arrays import Ragged
 from musicrec.contract import SEQUENCE_NAMES, schemas
 from musicrec.prep.gts import Windows
 
@@ -70,6 +74,45 @@ def window_rows(windows: Windows, events_after_end: int) -> list[StatRow]:
     return rows
 
 
+# Partial maxima of the distinct-items pass: per (protocol, name, item), the item's largest count
+# in any one sequence of an Arrow batch.
+ITEM_MAXIMA = pa.schema(
+    [pa.field("protocol", pa.string()), pa.field("name", pa.string()), pa.field("item", pa.int64()), pa.field("m", pa.int64())]
+)
+
+
+def item_maxima(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """For each batch of ``sequences`` rows: per (protocol, name, item), the largest number of times
+    the item occurs in one row. Counting happens here, in numpy over the batch's flat items, and
+    only one row per item and batch leaves it: exploding every element into a Spark row and counting
+    (user, item) pairs there took as long as the rest of the job's statistics together."""
+    for batch in batches:
+        table = pa.Table.from_batches([batch])
+        for key in table.group_by(["protocol", "name"]).aggregate([]).to_pylist():
+            part = table.filter((pc.field("protocol") == key["protocol"]) & (pc.field("name") == key["name"]))
+            rows = Ragged.from_arrow(part["items"])
+            if not len(rows.values):
+                continue
+            low = int(rows.values.min())
+            width = int(rows.values.max()) - low + 1
+            pairs, counts = np.unique(rows.row_ids() * width + (rows.values - low), return_counts=True)
+            items = pairs % width
+            # Per item, the last of its counts in ascending order is the largest.
+            order = np.lexsort((counts, items))
+            items, counts = items[order], counts[order]
+            last = np.append(items[1:] != items[:-1], True)
+            n = int(last.sum())
+            yield pa.RecordBatch.from_arrays(
+                [
+                    pa.repeat(pa.scalar(key["protocol"], pa.string()), n),
+                    pa.repeat(pa.scalar(key["name"], pa.string()), n),
+                    pa.array(items[last] + low, pa.int64()),
+                    pa.array(counts[last], pa.int64()),
+                ],
+                schema=ITEM_MAXIMA,
+            )
+
+
 def _distinct_items(sequences: DataFrame, ks: Sequence[int]) -> dict[tuple[str, str, int], int]:
     """Distinct items per (protocol, name, k), from the ``lh`` rows at the smallest k only.
 
@@ -77,21 +120,18 @@ def _distinct_items(sequences: DataFrame, ks: Sequence[int]) -> dict[tuple[str, 
     ``disc_k`` hold the items with m >= k, ``fam_k`` those with m >= max(k, 2). The ``lh``
     sequence at the smallest k keeps every occurrence of each item counted at least that
     often, so its per-(user, item) counts give m exactly wherever a threshold needs it, and
-    only those rows are exploded (not all six names at every k).
+    only those rows are read (not all six names at every k).
     """
     k_min = min(ks)
     thresholds = sorted({t for k in ks for t in (k, max(k, 2))})
-    pairs = (
+    maxima = (
         sequences.filter(F.col("name").startswith("lh_") & (F.col("k") == k_min))
-        .select("protocol", "name", "uid", F.explode("items").alias("item"))
-        .groupBy("protocol", "name", "uid", "item")
-        .count()
+        .select("protocol", "name", "items")
+        .mapInArrow(item_maxima, schemas.spark_schema(ITEM_MAXIMA))
         .groupBy("protocol", "name", "item")
-        .agg(F.max("count").alias("m"))
+        .agg(F.max("m").alias("m"))
     )
-    counts = pairs.groupBy("protocol", "name").agg(
-        *(F.count_if(F.col("m") >= t).alias(f"t{t}") for t in thresholds)
-    )
+    counts = maxima.groupBy("protocol", "name").agg(*(F.count_if(F.col("m") >= t).alias(f"t{t}") for t in thresholds))
     out: dict[tuple[str, str, int], int] = {}
     for r in counts.collect():
         domain = r["name"].removeprefix("lh_")
