@@ -41,8 +41,9 @@ class Ragged:
             # A sliced list array shares its parent's child array: rebase onto the slice.
             parts.append(chunk.values.slice(offsets[0], offsets[-1] - offsets[0]).to_numpy(zero_copy_only=False))
             lengths.append(np.diff(offsets))
-        offsets = np.zeros(sum(len(part) for part in lengths) + 1, dtype=np.int64)
-        np.cumsum(np.concatenate(lengths), out=offsets[1:])
+        row_lengths = np.concatenate(lengths)
+        offsets = np.zeros(len(row_lengths) + 1, dtype=np.int64)
+        np.cumsum(row_lengths, out=offsets[1:])
         # One pass per chunk that casts and copies, without first combining the chunks.
         return cls(np.concatenate(parts, dtype=np.int64), offsets)
 

@@ -16,6 +16,7 @@ from musicrec.train.tasks import model_name, sequence_tasks
 
 if TYPE_CHECKING:
     from musicrec.config import Config
+    from musicrec.config.models import FamilyConfig
     from musicrec.models import FittedModel
 
 
@@ -42,7 +43,7 @@ def fit_from_lake(config: Config, version: int | None) -> FittedModel:
     )
 
 
-def with_task_threads(model_config):
+def with_task_threads(model_config: FamilyConfig) -> FamilyConfig:
     """``num_threads: 0`` ("every core") made the CPUs Ray gave this task. Ray sets a worker's
     OMP_NUM_THREADS to its task's CPUs, so a family left to OpenMP's default would otherwise run
     one thread under a task reserving one CPU, and contend with other tasks under a larger one."""
