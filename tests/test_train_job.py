@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import ray
 import torch
+from numpy._core.multiarray import _set_madvise_hugepage
 
 from musicrec.arrays import Ragged
 from musicrec.bench.als import bench_als
@@ -122,7 +123,10 @@ def test_the_fit_task_reserves_the_cpus_its_threads_use(lake, tmp_path):
     finally:
         ray.shutdown()
     # Thread counts do not change ALS's factors.
+    _set_madvise_hugepage(True)
     assert np.array_equal(fitted.model.item_embeddings(), fit_from_lake(config(), 0).model.item_embeddings())
+    # The task body applies runtime.numpy_hugepages itself: a cluster's workers do not inherit the driver's variable.
+    assert _set_madvise_hugepage(True) is False
 
 
 def test_bench_als_times_the_job_and_implicit_alone_on_the_same_matrix(lake, tmp_path):

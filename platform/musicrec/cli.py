@@ -95,9 +95,11 @@ def run(verb_name: str, argv: Sequence[str]) -> int:
         config = _parse(verb_parser(verb), verb, argv)
         # Imported first: MLflow configures its loggers on import, and ours must have the last word.
         from musicrec.runner import run_verb
+        from musicrec.runtime.hugepages import apply_numpy_hugepages
         from musicrec.runtime.logs import setup_logging
 
         setup_logging(config.runtime.log_level)
+        apply_numpy_hugepages(config.runtime.numpy_hugepages)
         log.debug("%s: resolved config\n%s", verb_name, to_yaml(config))
         summary = run_verb(verb_name, config)
     except MusicrecError as e:

@@ -98,8 +98,9 @@ def generated_events(n_events: int, data_root: Path, seed: int = 0) -> pa.Table:
     return pa.table({f.name: joined[f.name].cast(f.type) for f in EVENTS_SCHEMA}, schema=EVENTS_SCHEMA)
 
 
-def _overrides(workdir: Path, spark_master: str, driver_memory: str, min_users: int) -> list[str]:
+def _overrides(workdir: Path, spark_master: str, driver_memory: str, min_users: int, hugepages: bool) -> list[str]:
     return [
+        f"runtime.numpy_hugepages={str(hugepages).lower()}",
         f"runtime.spark.master={spark_master}",
         f"runtime.spark.driver_memory={driver_memory}",
         "runtime.spark.shuffle_partitions=8",
@@ -177,9 +178,11 @@ def _child_spark(overrides: list[str]) -> dict[str, Any]:
     from musicrec.config import load_config
     from musicrec.lake.delta import resolve_writer
     from musicrec.prep.job import run_preprocess
+    from musicrec.runtime.hugepages import apply_numpy_hugepages
     from musicrec.runtime.spark import get_spark
 
     config = load_config(overrides=overrides)
+    apply_numpy_hugepages(config.runtime.numpy_hugepages)  # as `musicrec preprocess` does
     spark = get_spark(config, app_name="musicrec-bench-preprocess")
     writer = resolve_writer(spark, config.lake.writer)
     started = time.perf_counter()
@@ -267,6 +270,7 @@ def bench_preprocess(
     spark_master: str = "local[2]",
     driver_memory: str = "6g",
     min_users: int | None = None,
+    numpy_hugepages: bool = False,
 ) -> dict[str, Any]:
     """Time Spark ``run_preprocess`` on each write path and the Polars reference on the same events;
     see the module doc. Keys of a write path's figures start with ``spark_<writer>_``."""
@@ -274,7 +278,7 @@ def bench_preprocess(
     workdir.mkdir(parents=True, exist_ok=True)
     if min_users is None:
         min_users = max(2, round(MIN_USERS_AT_47M * n_events / 47_000_000))
-    overrides = _overrides(workdir, spark_master, driver_memory, min_users)
+    overrides = _overrides(workdir, spark_master, driver_memory, min_users, numpy_hugepages)
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     me = [sys.executable, "-m", "musicrec.bench.preprocess", "--workdir", str(workdir), "--child"]
     tail = ["--overrides", *overrides]

@@ -60,10 +60,12 @@ def _generate(size: str, workdir: Path) -> dict[str, Any]:
     return bench_generate(size, workdir / "generated")
 
 
-def _preprocess(size: str, workdir: Path) -> dict[str, Any]:
+def _preprocess(size: str, workdir: Path, config: Config) -> dict[str, Any]:
     from musicrec.bench.preprocess import bench_preprocess
 
-    return bench_preprocess(_count(size), workdir=workdir / "preprocess")
+    return bench_preprocess(
+        _count(size), workdir=workdir / "preprocess", numpy_hugepages=config.runtime.numpy_hugepages
+    )
 
 
 def _evaluate(size: str, workdir: Path) -> dict[str, Any]:
@@ -105,8 +107,9 @@ RUNNERS = {
     "als": _als,
     "retrieval": _retrieval,
 }
-# Benchmarks that also take the config (the model they train, the lake they read, the index they build).
-CONFIGURED = {"train", "als", "retrieval"}
+# Benchmarks that also take the config (the model they train, the lake they read, the index they
+# build, the runtime settings of the jobs they run).
+CONFIGURED = {"preprocess", "train", "als", "retrieval"}
 
 
 def check_bench(config: Config) -> None:

@@ -69,6 +69,9 @@ class RuntimeConfig(Section):
     profile: Literal["local", "cluster"] = "local"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     progress: bool = True
+    # numpy's transparent-huge-page advice on large arrays: off, because first touches of such
+    # memory stall on compaction under the usual THP settings (musicrec.runtime.hugepages).
+    numpy_hugepages: bool = False
     spark: SparkConfig = SparkConfig()
     ray: RayConfig = RayConfig()
 

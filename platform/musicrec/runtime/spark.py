@@ -13,6 +13,7 @@ import sys
 from pyspark.sql import SparkSession
 
 from musicrec.config import Config
+from musicrec.runtime import hugepages
 from musicrec.runtime.jars import local_jars
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ def get_spark(config: Config, app_name: str = "musicrec") -> SparkSession:
         # Fetched by `make setup` into the venv; under spark-submit the JVM is already running,
         # and its --jars / --packages (or the cluster's own classpath) decide.
         settings.update({"spark.jars": ",".join(str(j) for j in jars), **_DELTA_SESSION})
+    # Cluster executors' Python workers; local ones inherit the driver's environment.
+    settings[f"spark.executorEnv.{hugepages.ENV}"] = hugepages.env_value(config.runtime.numpy_hugepages)
     settings.update(spark_cfg.conf)
     for key, value in settings.items():
         builder = builder.config(key, value)

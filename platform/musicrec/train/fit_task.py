@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from musicrec.errors import InputError
 from musicrec.lake.readers import read_training_sequences
 from musicrec.models import family_class, fit_model
+from musicrec.runtime.hugepages import apply_numpy_hugepages
 from musicrec.train.tasks import model_name, sequence_tasks
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 def fit_from_lake(config: Config, version: int | None) -> FittedModel:
     """Read the pinned training sequences and fit ``config.model`` (the body of the Ray task)."""
+    apply_numpy_hugepages(config.runtime.numpy_hugepages)  # a cluster's workers do not inherit the driver's environment
     t = config.train
     cls = family_class(config.model.family)
     data = read_training_sequences(

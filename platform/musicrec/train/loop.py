@@ -65,6 +65,7 @@ class WorkerSpec:
     fail_at_step: int | None = None
     fail_marker: str = ""
     protocol: str = "holdout"
+    numpy_hugepages: bool = False
 
 
 @dataclass
@@ -179,9 +180,11 @@ def train_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
 
+    from musicrec.runtime.hugepages import apply_numpy_hugepages
     from musicrec.train.stream import collect_rows
 
     spec: WorkerSpec = loop_config["spec"]
+    apply_numpy_hugepages(spec.numpy_hugepages)  # a cluster's workers do not inherit the driver's environment
     started = time.perf_counter()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()

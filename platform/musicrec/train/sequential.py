@@ -185,6 +185,7 @@ def worker_spec(config: Config, p: Plan, name: str) -> WorkerSpec:
         fail_at_step=t.fail_at_step,
         fail_marker=str(storage.resolve() / name / "injected_failure") if storage is not None else "",
         protocol=t.protocol,
+        numpy_hugepages=config.runtime.numpy_hugepages,
     )
 
 
