@@ -144,6 +144,12 @@ def test_run_logs_curve_model_and_fine_tunes_from_it(one_worker, lake):
     curve = client.get_metric_history(general["run_id"], "val/T1/ndcg_at_100")
     assert [m.step for m in curve] == [0, 1, 2]
     assert [m.value for m in curve] == [h["metric"] for h in general["history"]]
+    # Throughput per epoch: padding makes tokens outnumber trained positions; no MFU on a CPU.
+    for key in ("positions_per_second", "tokens_per_second", "model_tflops"):
+        logged = client.get_metric_history(general["run_id"], f"train/{key}")
+        assert [m.value for m in logged] == [h[key] for h in general["history"]]
+    assert all(h["tokens_per_second"] > h["positions_per_second"] > 0 and h["model_tflops"] > 0 for h in general["history"])
+    assert not client.get_metric_history(general["run_id"], "train/mfu")
     artifacts = {a.path for a in client.list_artifacts(general["run_id"], "plots")}
     assert "plots/training_curve.png" in artifacts
     saved = load_model(mlflow.artifacts.download_artifacts(run_id=general["run_id"], artifact_path="model"))

@@ -59,12 +59,15 @@ def synthetic_lake(root: Path, dataset: str, n_users: int, n_items: int, length:
     return root
 
 
-def bare_loop(config: Config, lake: Path, dataset: str, steps: int | None = None) -> dict[str, float]:
-    """One epoch (or ``steps`` batches) of the plain PyTorch loop over the same training rows."""
+def bare_loop(config: Config, lake: Path, dataset: str, steps: int | None = None) -> dict[str, Any]:
+    """One epoch (or ``steps`` batches) of the plain PyTorch loop over the same training rows, on
+    the GPU under the job's settings (``train.use_gpu``, ``train.mixed_precision``) where one is."""
+    import torch
 
     from musicrec.arrays import Ragged
     from musicrec.lake.readers import load_table
     from musicrec.models import ItemIndex, TrainingData, family_class
+    from musicrec.train.flops import peak_flops, step_flops
     from musicrec.train.loop import positions
     from musicrec.train.sequential import model_config
 
@@ -75,17 +78,30 @@ def bare_loop(config: Config, lake: Path, dataset: str, steps: int | None = None
     cls = family_class(config.model.family)
     model = cls(cls.Config.model_validate(model_config(config, config.model.family)), seed=config.seed)
     model.init_network(len(items))
-    optimizer = model.make_optimizer(model.network.parameters())
-    model.network.train()
-    trained, started = 0, time.perf_counter()
+    device = torch.device("cuda" if config.train.use_gpu and torch.cuda.is_available() else "cpu")
+    amp = config.train.mixed_precision and device.type == "cuda"
+    network = model.network.to(device)
+    optimizer = model.make_optimizer(network.parameters())
+    network.train()
+    trained = tokens = flops = 0
+    started = time.perf_counter()
     for batch in itertools.islice(model.batches(data, 0), steps):
-        loss = model.network(batch)
+        trained += positions(batch, model.n_items)
+        tokens += batch["inputs"].numel()
+        flops += step_flops(model.config, batch, model.n_items)
+        batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = network(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        trained += positions(batch, model.n_items)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    return {"positions": trained, "seconds": seconds, "positions_per_second": trained / seconds}
+    peak = peak_flops(device)
+    return {"device": str(device), "bf16": amp, "positions": trained, "seconds": seconds,
+            "positions_per_second": trained / seconds, "tokens_per_second": tokens / seconds,
+            "model_tflops": flops / seconds / 1e12, "mfu": flops / seconds / peak if peak else None}
 
 
 def bench_train(config: Config, workdir: Path, n_users: int = 4096, n_items: int = 160_000,
@@ -98,7 +114,7 @@ def bench_train(config: Config, workdir: Path, n_users: int = 4096, n_items: int
     import torch
 
     from musicrec.config import load_config, to_yaml
-    from musicrec.train.sequential import run_sequential_train
+    from musicrec.train.sequential import THROUGHPUT, run_sequential_train
 
     lake = synthetic_lake(workdir / "lake", "bench-train", n_users, n_items, length, config.seed)
     config_file = workdir / "base.yaml"
@@ -117,14 +133,16 @@ def bench_train(config: Config, workdir: Path, n_users: int = 4096, n_items: int
         bare = bare_loop(load_config([config_file], overrides), lake, "bench-train")
     finally:
         torch.set_num_threads(threads)
-    out: dict[str, Any] = {"users": n_users, "items": n_items, "length": length, "batch_size": config.model.batch_size,
-                           "bare.positions_per_second": bare["positions_per_second"], "bare.seconds": bare["seconds"]}
+    out: dict[str, Any] = {"users": n_users, "items": n_items, "length": length, "batch_size": config.model.batch_size}
+    out.update({f"bare.{key}": value for key, value in bare.items() if key != "positions" and value is not None})
     for w in workers:
         started = time.perf_counter()
         summary = run_sequential_train(load_config([config_file], [*overrides, f"train.workers={w}"]),
                                        run_name=f"bench-train-{w}w")
         record = summary["history"][0]
-        out[f"ray_{w}w.positions_per_second"] = record["positions_per_second"]
+        for key in THROUGHPUT:
+            if key in record:
+                out[f"ray_{w}w.{key}"] = record[key]
         out[f"ray_{w}w.epoch_seconds"] = record["seconds"]
         out[f"ray_{w}w.job_seconds"] = time.perf_counter() - started
         out[f"ray_{w}w.ratio_to_bare"] = record["positions_per_second"] / bare["positions_per_second"]

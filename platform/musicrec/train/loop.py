@@ -33,6 +33,7 @@ import torch.distributed as dist
 
 from musicrec.models import FittedModel, ItemIndex, TrainingData, family_class
 from musicrec.models.sequential.families import derived_seed
+from musicrec.train.flops import peak_flops, step_flops
 from musicrec.train.tasks import validation_examples, validation_ndcg
 
 VALIDATION_METRIC = "val_ndcg_at_100"
@@ -76,6 +77,8 @@ class LoopState:
     epoch_loss: float = 0.0
     epoch_steps: int = 0
     epoch_positions: int = 0
+    epoch_tokens: int = 0  # input positions computed, padding included (tokens/s)
+    epoch_flops: float = 0.0  # model FLOPs (musicrec.train.flops)
     best_metric: float = -math.inf
     best_epoch: int = -1
     stale: int = 0
@@ -237,10 +240,14 @@ def train_worker(loop_config: dict) -> None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            # One all-reduce per step for the reported loss and the positions (loss terms) trained.
-            summed = _all_reduce([float(loss.detach()), float(positions(batch, model.n_items))], device)
+            # One all-reduce per step for the reported loss, the positions (loss terms) trained, the
+            # tokens computed and the model FLOPs.
+            summed = _all_reduce([float(loss.detach()), float(positions(batch, model.n_items)),
+                                  float(batch["inputs"].numel()), step_flops(model.config, batch, model.n_items)], device)
             state.epoch_loss += summed[0] / world
             state.epoch_positions += int(summed[1])
+            state.epoch_tokens += int(summed[2])
+            state.epoch_flops += summed[3]
             state.epoch_steps += 1
             state.step_in_epoch += 1
             state.global_step += 1
@@ -254,7 +261,11 @@ def train_worker(loop_config: dict) -> None:
         seconds = time.perf_counter() - epoch_started
         record = {"epoch": epoch, "loss": state.epoch_loss / max(state.epoch_steps, 1), "seconds": seconds,
                   "positions": state.epoch_positions, "positions_per_second": state.epoch_positions / seconds,
+                  "tokens_per_second": state.epoch_tokens / seconds, "model_tflops": state.epoch_flops / seconds / 1e12,
                   "worker_peak_rss_mb": _peak_rss_mb()}
+        peak = peak_flops(device)
+        if peak:  # model FLOPs utilisation of every rank's device together
+            record["mfu"] = state.epoch_flops / seconds / (peak * world)
         metric = [0.0]
         if rank == 0:
             metric = [_validate(model, spec, items, examples)]
@@ -272,7 +283,8 @@ def train_worker(loop_config: dict) -> None:
         else:
             state.stale += 1
         state.history.append(record)
-        state.epoch, state.step_in_epoch, state.epoch_loss, state.epoch_steps, state.epoch_positions = epoch + 1, 0, 0.0, 0, 0
+        state.epoch, state.step_in_epoch, state.epoch_loss, state.epoch_steps = epoch + 1, 0, 0.0, 0
+        state.epoch_positions, state.epoch_tokens, state.epoch_flops = 0, 0, 0.0
         _report(
             {"epoch": epoch, "step": state.global_step, "loss": record["loss"], VALIDATION_METRIC: metric[0],
              "best_epoch": state.best_epoch},

@@ -52,6 +52,8 @@ SEQUENTIAL_FAMILIES = ("sasrec", "gsasrec", "bert4rec")
 # Settings a fine-tuning run takes from its own config; everything else is the parent's.
 FINE_TUNE_KEYS = ("learning_rate", "batch_size", "max_epochs", "patience")
 TABLES_READ = ("sequences", "holdout_examples", "gts_examples")
+# Per-epoch throughput of the loop, logged as train/<key> (mfu only on a device with a known peak).
+THROUGHPUT = ("positions_per_second", "tokens_per_second", "model_tflops", "mfu")
 
 
 def model_config(config: Config, family: str, parent: FittedModel | None = None) -> dict:
@@ -238,8 +240,9 @@ def log_trained(config: Config, p: Plan, directory: Path) -> dict[str, Any]:
     mlflow.log_param("n_items", len(items))
     for record in state.history:
         step = int(record["epoch"])
+        throughput = {f"train/{key}": record[key] for key in THROUGHPUT if key in record}
         mlflow.log_metrics({"train/loss": record["loss"], f"val/{p.task}/ndcg_at_100": record["metric"],
-                            "train/epoch_seconds": record["seconds"]}, step=step)
+                            "train/epoch_seconds": record["seconds"], **throughput}, step=step)
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.log_artifact(str(plot_curve(state.history, Path(tmp) / "training_curve.png")), "plots")
 
