@@ -126,30 +126,21 @@ def test_generate_verb_maps_its_flags_onto_the_generator(tmp_path):
         assert cli == (tmp_path / "direct" / "flat" / "tiny" / f"{name}.parquet").read_bytes()
 
 
-def _numpy_hugepage_advice() -> tuple[str | None, bool]:
-    """This process's variable and numpy's switch (read by setting it and putting it back)."""
+def test_numpy_hugepage_advice_follows_the_config(monkeypatch):
     import os
 
     from numpy._core.multiarray import _set_madvise_hugepage
 
-    advice = _set_madvise_hugepage(True)
-    _set_madvise_hugepage(advice)
-    return os.environ.get("NUMPY_MADVISE_HUGEPAGE"), advice
+    from musicrec.runtime.hugepages import apply_numpy_hugepages, numpy_hugepage_advice
 
-
-def test_numpy_hugepage_advice_follows_the_config(monkeypatch):
-    from numpy._core.multiarray import _set_madvise_hugepage
-
-    from musicrec.runtime.hugepages import apply_numpy_hugepages
-
-    before = _numpy_hugepage_advice()[1]
+    before = numpy_hugepage_advice()
     monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
     try:
         assert load_config().runtime.numpy_hugepages is False
         apply_numpy_hugepages(load_config().runtime.numpy_hugepages)
-        assert _numpy_hugepage_advice() == ("0", False)
+        assert (os.environ.get("NUMPY_MADVISE_HUGEPAGE"), numpy_hugepage_advice()) == ("0", False)
         apply_numpy_hugepages(load_config(overrides=["runtime.numpy_hugepages=true"]).runtime.numpy_hugepages)
-        assert _numpy_hugepage_advice() == ("1", True)
+        assert (os.environ.get("NUMPY_MADVISE_HUGEPAGE"), numpy_hugepage_advice()) == ("1", True)
     finally:
         _set_madvise_hugepage(before)
 
@@ -162,11 +153,9 @@ def test_spark_python_workers_get_the_hugepage_setting(spark):
     def probe(batches):
         import os
 
-        from numpy._core.multiarray import _set_madvise_hugepage
+        from musicrec.runtime.hugepages import numpy_hugepage_advice
 
-        advice = _set_madvise_hugepage(True)
-        _set_madvise_hugepage(advice)
-        env = os.environ.get("NUMPY_MADVISE_HUGEPAGE")
+        env, advice = os.environ.get("NUMPY_MADVISE_HUGEPAGE"), numpy_hugepage_advice()
         for batch in batches:
             yield pa.RecordBatch.from_pydict({"env": [env] * batch.num_rows, "advice": [advice] * batch.num_rows})
 

@@ -35,6 +35,7 @@ from musicrec.evaluate.protocols import _metric_name
 from musicrec.lake.readers import read_training_sequences
 from musicrec.models import load_model
 from musicrec.runner import run_verb
+from musicrec.runtime.hugepages import numpy_hugepage_advice
 from musicrec.runtime.ray_setup import init_ray
 from musicrec.train.classic import fit_on_ray, task_cpus
 from musicrec.train.fit_task import fit_from_lake
@@ -126,7 +127,7 @@ def test_the_fit_task_reserves_the_cpus_its_threads_use(lake, tmp_path):
     _set_madvise_hugepage(True)
     assert np.array_equal(fitted.model.item_embeddings(), fit_from_lake(config(), 0).model.item_embeddings())
     # The task body applies runtime.numpy_hugepages itself: a cluster's workers do not inherit the driver's variable.
-    assert _set_madvise_hugepage(True) is False
+    assert numpy_hugepage_advice() is False
 
 
 def test_bench_als_times_the_job_and_implicit_alone_on_the_same_matrix(lake, tmp_path):

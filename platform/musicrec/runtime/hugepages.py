@@ -22,6 +22,15 @@ def env_value(enabled: bool) -> str:
     return "1" if enabled else "0"
 
 
+def numpy_hugepage_advice() -> bool:
+    """Whether numpy advises huge pages in this process now (numpy has no getter: set, then put back)."""
+    from numpy._core.multiarray import _set_madvise_hugepage
+
+    advice = _set_madvise_hugepage(True)
+    _set_madvise_hugepage(advice)
+    return advice
+
+
 def apply_numpy_hugepages(enabled: bool) -> None:
     """In this process (from the next allocation on) and in the processes it starts from now on."""
     from numpy._core.multiarray import _set_madvise_hugepage
