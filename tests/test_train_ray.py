@@ -150,6 +150,12 @@ def test_run_logs_curve_model_and_fine_tunes_from_it(one_worker, lake):
         assert [m.value for m in logged] == [h[key] for h in general["history"]]
     assert all(h["tokens_per_second"] > h["positions_per_second"] > 0 and h["model_tflops"] > 0 for h in general["history"])
     assert not client.get_metric_history(general["run_id"], "train/mfu")
+    # Peak memory: the one worker's per epoch (non-decreasing: a peak so far), the driver's once.
+    worker = [m.value for m in client.get_metric_history(general["run_id"], "memory/worker0_peak_rss_mb")]
+    assert worker == [h["worker_peak_rss_mb"][0] for h in general["history"]] == sorted(worker)
+    assert general["worker_peak_rss_mb"] == [worker[-1]]
+    driver = client.get_metric_history(general["run_id"], "memory/driver_peak_rss_mb")
+    assert [m.value for m in driver] == [general["driver_peak_rss_mb"]] and 100 < driver[0].value < 8192
     artifacts = {a.path for a in client.list_artifacts(general["run_id"], "plots")}
     assert "plots/training_curve.png" in artifacts
     saved = load_model(mlflow.artifacts.download_artifacts(run_id=general["run_id"], artifact_path="model"))

@@ -162,9 +162,14 @@ def _vocabulary(local_items: np.ndarray) -> ItemIndex:
     return ItemIndex(distinct)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (MB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
 def _peak_rss_mb() -> list[float]:
     """Every rank's peak resident memory so far (MB), gathered on all ranks."""
-    mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    mine = peak_rss_mb()
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return [mine]
     gathered: list = [None] * dist.get_world_size()

@@ -41,6 +41,7 @@ from musicrec.train.loop import (
     best_weights,
     checkpoint_items,
     load_state,
+    peak_rss_mb,
     train_worker,
 )
 from musicrec.train.stream import sequences_version, training_dataset, worker_datasets
@@ -241,8 +242,9 @@ def log_trained(config: Config, p: Plan, directory: Path) -> dict[str, Any]:
     for record in state.history:
         step = int(record["epoch"])
         throughput = {f"train/{key}": record[key] for key in THROUGHPUT if key in record}
+        memory = {f"memory/worker{rank}_peak_rss_mb": mb for rank, mb in enumerate(record.get("worker_peak_rss_mb", ()))}
         mlflow.log_metrics({"train/loss": record["loss"], f"val/{p.task}/ndcg_at_100": record["metric"],
-                            "train/epoch_seconds": record["seconds"], **throughput}, step=step)
+                            "train/epoch_seconds": record["seconds"], **throughput, **memory}, step=step)
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.log_artifact(str(plot_curve(state.history, Path(tmp) / "training_curve.png")), "plots")
 
@@ -307,12 +309,16 @@ def run_sequential_train(config: Config, run_name: str = "train") -> dict[str, A
         log_lineage(config, TABLES_READ)
         log_training_params(config, p, version)
         result = fit_on_ray_train(config, p, version, f"{config.dataset.name}-{p.family}-{run.info.run_id}")
+        # The driver only plans and collects reports: its peak must not grow with the data (workers read it).
+        driver_peak = peak_rss_mb()
+        mlflow.log_metric("memory/driver_peak_rss_mb", driver_peak)
         if result.checkpoint is None:
             raise RuntimeError(f"training ended without a checkpoint ({result.error})")
         with result.checkpoint.as_directory() as directory:
             summary = log_trained(config, p, Path(directory))
         summary = {"run_id": run.info.run_id, "training_run": run.info.run_id, **summary,
-                   "checkpoint": result.checkpoint.path}
+                   "checkpoint": result.checkpoint.path, "driver_peak_rss_mb": driver_peak,
+                   "worker_peak_rss_mb": [max(ranks) for ranks in zip(*(r["worker_peak_rss_mb"] for r in summary["history"]), strict=True)]}
         if p.parent is not None:
             summary["parent"] = p.parent_ref
     return summary
