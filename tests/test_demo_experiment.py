@@ -162,3 +162,12 @@ def test_registry_has_a_champion_for_each_task_a_model_was_validated_on(demo):
             version = client.get_model_version_by_alias(registered_name(DATASET, task, family), CHAMPION)
             assert version.tags["training_run"] in set(validated.run_id)
     assert not any(f"metrics.val/{task}/ndcg_at_100" in runs for task in set(HOLDOUT_TASKS) - set(TASKS))
+
+
+def test_ray_trains_quietly_and_its_placement_group_cleaner_can_watch_the_runs(demo):
+    """The grid starts Ray with its dashboard: without the State API behind it, Ray Train's
+    placement-group cleaner cannot see a run's controller and says so once a second, every run."""
+    _, proc, _ = demo
+    output = proc.stdout + proc.stderr
+    assert output.count("Started training worker group") >= 5  # the gSASRec runs' controllers did speak
+    assert "Failed to query Ray Train Controller actor state" not in output

@@ -112,7 +112,7 @@ def run_grid(config: Config) -> dict[str, Any]:
     runs, baselines = plan_runs(config.grid), plan_baselines(config.grid)
     version = pinned_version(config)
     started_here = not ray.is_initialized()
-    init_ray(config)  # once for every run, not once per run
+    init_ray(config, dashboard=True)  # once for every run, not once per run; the dashboard: as for `train`
     try:
         trained = train_runs(config, runs, version)
         baseline_runs = train_baselines(config, baselines, version)

@@ -14,8 +14,9 @@ log = logging.getLogger(__name__)
 
 
 def init_ray(config: Config, *, dashboard: bool = False) -> None:
-    """``dashboard`` (local only; a cluster has its own): also start Ray's dashboard, whose State API
-    Ray Train's placement-group cleaner needs to free the resources of a run whose trial Tune stopped."""
+    """``dashboard`` (local only; a cluster has its own): also start Ray's dashboard (127.0.0.1, ~1 s),
+    whose State API Ray Train's placement-group cleaner needs: to free the resources of a run whose
+    trial Tune stopped, and to watch a run's controller at all (without it, it logs a warning every second)."""
     if ray.is_initialized():
         return
     address = config.runtime.ray.address or os.environ.get("RAY_ADDRESS", "")

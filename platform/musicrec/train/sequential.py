@@ -300,7 +300,7 @@ def run_sequential_train(config: Config, run_name: str = "train") -> dict[str, A
 
     p = plan(config)  # validated before Ray starts
     t = config.train
-    init_ray(config)
+    init_ray(config, dashboard=True)  # Ray Train's placement-group cleaner watches the run through it
     version = sequences_version(config.lake.root, config.dataset.name, t.protocol, t.sequence, t.k,
                                 t.sequences_version)
     setup_mlflow(config)
