@@ -242,7 +242,7 @@ def log_trained(config: Config, p: Plan, directory: Path) -> dict[str, Any]:
     for record in state.history:
         step = int(record["epoch"])
         throughput = {f"train/{key}": record[key] for key in THROUGHPUT if key in record}
-        memory = {f"memory/worker{rank}_peak_rss_mb": mb for rank, mb in enumerate(record.get("worker_peak_rss_mb", ()))}
+        memory = {f"memory/worker{rank}_peak_rss_mb": mb for rank, mb in enumerate(record["worker_peak_rss_mb"])}
         mlflow.log_metrics({"train/loss": record["loss"], f"val/{p.task}/ndcg_at_100": record["metric"],
                             "train/epoch_seconds": record["seconds"], **throughput, **memory}, step=step)
     with tempfile.TemporaryDirectory() as tmp:
