@@ -64,6 +64,22 @@ def test_initialisation_is_small_deterministic_and_padding_is_zero():
     assert not torch.equal(other.network.backbone.items.weight, table)
 
 
+def test_inputs_scale_item_rows_by_the_root_of_the_width():
+    """SASRec's input layout: item row x sqrt(d) + position row, so that a small-initialised
+    item still outweighs its position (without it training sat at popularity level for most
+    epochs on the synthetic discoveries, docs/models.md)."""
+    model = GSASRec(GSASRecConfig(**TINY), seed=0)
+    model.init_network(50)
+    backbone = model.network.backbone.eval()
+    seen = []
+    backbone.blocks[0].register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+    seqs = torch.tensor([[50, 3, 7, 9], [1, 2, 3, 4]])  # left-padded (row 50 is padding), width 4
+    backbone.encode(seqs)
+    table, positions = backbone.items.weight, backbone.positions.weight
+    expected = table[seqs] * 16**0.5 + positions[TINY["max_len"] - 4 :]
+    assert torch.allclose(seen[0], expected, atol=1e-6)
+
+
 def test_scores_cover_real_items_only_and_match_the_embeddings():
     model = BERT4Rec(BERT4RecConfig(**TINY), seed=0)
     model.init_network(30)

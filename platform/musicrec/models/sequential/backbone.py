@@ -77,6 +77,10 @@ class Backbone(nn.Module):
         super().__init__()
         self.n_items, self.pad, self.max_len, self.causal = n_items, n_items, max_len, causal
         self.items = item_table(n_items, n_special, dim, item_init)
+        # SASRec's input scaling: item rows times sqrt(d), so that an input carries its item far
+        # above its position. Without it (rows of std 0.02, as the positions) training sat at
+        # popularity level for most of its epochs (docs/models.md trap 2's "kick-off delay").
+        self.input_scale = dim**0.5
         self.positions = nn.Embedding(max_len, dim)
         nn.init.trunc_normal_(self.positions.weight, std=EMBEDDING_STD, a=-2 * EMBEDDING_STD, b=2 * EMBEDDING_STD)
         self.drop = nn.Dropout(dropout)
@@ -96,7 +100,7 @@ class Backbone(nn.Module):
         t = seqs.shape[1]
         if t > self.max_len:
             raise ValueError(f"sequences of {t} items exceed max_len {self.max_len}")
-        x = self.items(seqs) + self.positions.weight[self.max_len - t :]
+        x = self.items(seqs) * self.input_scale + self.positions.weight[self.max_len - t :]
         x = self.drop(x)
         real = seqs != self.pad
         mask = None
