@@ -296,6 +296,35 @@ def test_order_carries_signal(mid):
     assert real > 0.05 and real > 4 * control
 
 
+def _session_artist_overlap(root: Path, params: GeneratorParams) -> tuple[float, float]:
+    """Share of a user's sessions whose discoveries share an artist with the discoveries of the
+    session before, and with those of the session ten before."""
+    listens = flat(root, params, "listens")
+    artists = pq.read_table(root / "artist_item_mapping.parquet").to_pandas().drop_duplicates("item_id")
+    ts, uid = listens.timestamp.to_numpy().astype(np.int64), listens.uid.to_numpy()
+    listens["session"] = np.cumsum(np.r_[True, (uid[1:] != uid[:-1]) | (np.diff(ts) > 1_800)])
+    found = listens[first_listen(listens)].merge(artists, on="item_id")
+    sessions = found.groupby(["uid", "session"]).artist_id.agg(set).reset_index()
+    who, sets = sessions.uid.to_numpy(), sessions.artist_id.to_numpy()
+
+    def overlap(lag: int) -> float:
+        pairs = [bool(sets[i] & sets[i - lag]) for i in range(lag, len(sets)) if who[i] == who[i - lag]]
+        return float(np.mean(pairs))
+
+    return overlap(1), overlap(10)
+
+
+def test_discoveries_come_in_phases(mid, tmp_path):
+    """A user explores one genre over several sessions: discoveries of consecutive sessions share
+    artists well beyond the level of sessions far apart, and beyond what walks alone give."""
+    root, _ = mid
+    near, far = _session_artist_overlap(root, MID)
+    without = replace(MID, focus_share=0.0)
+    generate(without, tmp_path, progress=False)
+    near_without, far_without = _session_artist_overlap(tmp_path, without)
+    assert near - far > 0.05 and near - far > 2 * (near_without - far_without)
+
+
 def test_skips_and_recommendations_lean_to_discoveries(mid):
     root, summary = mid
     listens = flat(root, MID, "listens")
@@ -362,6 +391,7 @@ def test_presets_have_their_documented_scale():
         ("n_items", "100"),
         ("median_history", 0),
         ("familiar_target", 1.5),
+        ("focus_share", 1.2),
         ("history_sigma", -0.1),
         ("write_sequential", 1),
         ("seed", -1),

@@ -13,6 +13,10 @@ embeddings) from a small generative model that is hard enough for the papers' ef
   from the user's taste and popularity and then follows the catalogue: next track of the album,
   another track of the artist, or a sparse weighted track-to-track graph.  Order therefore carries
   signal in both familiar and discovery listening.
+* Discovery phases: each session keeps the user's focus genre or, with probability
+  ``focus_switch``, draws a new one from the taste; a walk starts in the focus genre with
+  probability ``focus_share``.  Recent discoveries then predict the next ones better than the
+  whole history does.
 * The share of replay runs is calibrated per user (repeated passes over the same random numbers)
   so the measured familiar share of listens lands near ``familiar_target`` even though walks also
   reach known tracks.
@@ -128,6 +132,11 @@ class GeneratorParams:
     min_repeat_lag: Positive = 5
     album_continue: Share = 0.3
     artist_continue: Share = 0.2
+    # discovery phases: a user's walks start in the current *focus* genre with probability
+    # focus_share (else anywhere in their taste); each session moves to a new focus, drawn from
+    # the taste, with probability focus_switch
+    focus_share: Share = 0.6
+    focus_switch: Share = 0.25
     # feedback (the skip_* are logits)
     skip_base: float = -2.7
     skip_poor_fit: float = 2.5
@@ -467,13 +476,25 @@ class _Chunk:
         self.run = np.cumsum(run_start) - 1
         self.run_len = np.diff(np.append(self.run_first, n))
         n_runs = len(self.run_first)
-        self.u_mode, self.u_lag, self.u_org = rng.random((3, n_runs))
+        self.u_mode, self.u_lag, self.u_org, self.u_focus = rng.random((4, n_runs))
         self.u_genre, self.u_pick, self.u_kind, self.u_step = rng.random((4, n))
         self.session_time = self._plan_sessions()[self.sess]
         # taste_flat[u * G + g] = u + cumulative taste: one searchsorted draws every user's genre
         cum = np.cumsum(self.taste, axis=1)
         cum[:, -1] = 1.0
         self.taste_flat = (np.arange(self.nu)[:, None] + cum).ravel()
+        self.focus = self._focus_genres()
+
+    def _focus_genres(self) -> np.ndarray:
+        """The focus genre of each event's session: a user's first session opens a phase, each
+        later one opens a new phase with probability ``focus_switch``, and a phase's genre is drawn
+        from the user's taste."""
+        first = self.sess_first
+        u_switch, u_genre = self.rng.random((2, len(first)))
+        opens = (self.pos[first] == 0) | (u_switch < self.p.focus_switch)
+        phase = np.cumsum(opens) - 1
+        genre = self._taste_genre(first[opens], u_genre[opens])
+        return genre[phase][self.sess]
 
     # -- time ---------------------------------------------------------------------------------
 
@@ -516,11 +537,17 @@ class _Chunk:
 
     # -- items --------------------------------------------------------------------------------
 
-    def _taste_draw(self, ev: np.ndarray) -> np.ndarray:
+    def _taste_genre(self, ev: np.ndarray, u: np.ndarray) -> np.ndarray:
         user = self.ev_user[ev]
         g_n = self.p.n_genres
-        g = np.searchsorted(self.taste_flat, user + self.u_genre[ev], side="right") - user * g_n
-        g = np.clip(g, 0, g_n - 1)
+        return np.clip(np.searchsorted(self.taste_flat, user + u, side="right") - user * g_n, 0, g_n - 1)
+
+    def _taste_draw(self, ev: np.ndarray) -> np.ndarray:
+        """A genre (the session's focus for a share of walk starts, else one from the user's
+        taste), then one of its released tracks by popularity."""
+        g = self._taste_genre(ev, self.u_genre[ev])
+        focused = self.u_focus[self.run[ev]] < self.p.focus_share
+        g[focused] = self.focus[ev[focused]]
         cat = self.cat
         hi = cat.released_by_day[g, self.session_time[ev] // DAY]
         return cat.genre_order[_pick(cat.gcum, cat.genre_lo[g], hi, self.u_pick[ev])]
@@ -631,8 +658,12 @@ class _Chunk:
         ts = self.timestamps(gap)
         kept = ts < span  # a heavy user's last listens can spill past the period: dropped
 
-        like_ev = self._feedback(kept & (ratio >= 80), p.like_rate * (0.2 + 1.6 * fit**2), items)
-        dislike_ev = self._feedback(kept & skip, p.dislike_rate * (1.6 - fit), items)
+        # Reactions follow a play whose ratio is written: a like on a listen written with a null
+        # ratio would stand behind the user's other, shorter plays of the track in the files.
+        null = u_null < p.null_share
+        seen = kept & ~null
+        like_ev = self._feedback(seen & (ratio >= 80), p.like_rate * (0.2 + 1.6 * fit**2), items)
+        dislike_ev = self._feedback(seen & skip, p.dislike_rate * (1.6 - fit), items)
         like_ts = self._during(ts, gap, like_ev, span)
         dislike_ts = self._during(ts, gap, dislike_ev, span)
         unlike_ev, unlike_ts = self._undo(like_ev, like_ts, p.unlike_share, span)
@@ -640,7 +671,6 @@ class _Chunk:
 
         uid = (self.lo + self.ev_user).astype(np.uint32)
         ext = cat.item_id[items]
-        null = u_null < p.null_share
         listens = {
             "uid": uid[kept],
             "item_id": ext[kept],
