@@ -131,9 +131,12 @@ def test_runs_through_evaluate_on_a_toy_lake(family, lake, training, mlflow_dir,
         f"evaluate.model_uri={folder}",
         "evaluate.ks=[5,10]",
     )
+    import matplotlib.pyplot as plt
     import mlflow
 
+    open_figures = plt.get_fignums()
     metrics = mlflow.get_run(run_verb("evaluate", config)["mlflow_run"]).data.metrics
+    assert plt.get_fignums() == open_figures  # the logged chart was closed
     for task in ("T1", "T2"):
         assert 0.0 <= metrics[f"all/test/{task}/ndcg_at_10"] <= 1.0
         assert f"all/test/{task}/recall_at_10" in metrics

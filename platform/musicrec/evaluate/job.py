@@ -66,7 +66,7 @@ def relative_to_general(df: pd.DataFrame) -> pd.DataFrame:
     return merged[["model", *keys, "value", "value_general", "relative_change"]]
 
 
-def _plot(df: pd.DataFrame, k: int):
+def _log_ndcg_plot(df: pd.DataFrame, k: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,7 +80,8 @@ def _plot(df: pd.DataFrame, k: int):
     ax.set_title("NDCG per task and training sequence")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return fig
+    mlflow.log_figure(fig, "evaluation/ndcg.png")
+    plt.close(fig)  # pyplot keeps every figure until closed: a grid or a sweep evaluates many times
 
 
 def load_trained(uri: str, key: str = "evaluate.model_uri") -> FittedModel:
@@ -180,7 +181,7 @@ def run_evaluate(config: Config) -> dict[str, Any]:
     text = format_results(results[results["metric"].isin(PRINTED_METRICS)])
     relative = relative_to_general(results)
     mlflow.log_text(relative.to_csv(index=False), "evaluation/on_task_vs_general.csv")
-    mlflow.log_figure(_plot(results, max(config.evaluate.ks)), "evaluation/ndcg.png")
+    _log_ndcg_plot(results, max(config.evaluate.ks))
     print(text)
     k = max(config.evaluate.ks)
     headline = relative[(relative["metric"] == "ndcg") & (relative["k"] == k)]
