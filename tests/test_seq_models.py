@@ -76,7 +76,7 @@ def test_inputs_scale_item_rows_by_the_root_of_the_width():
     seqs = torch.tensor([[50, 3, 7, 9], [1, 2, 3, 4]])  # left-padded (row 50 is padding), width 4
     backbone.encode(seqs)
     table, positions = backbone.items.weight, backbone.positions.weight
-    expected = table[seqs] * 16**0.5 + positions[TINY["max_len"] - 4 :]
+    expected = table[seqs] * TINY["embedding_dim"] ** 0.5 + positions[TINY["max_len"] - 4 :]
     assert torch.allclose(seen[0], expected, atol=1e-6)
 
 
