@@ -29,8 +29,11 @@ $(JARS): $(STAMP)
 demo: setup
 	$(BIN)/musicrec pipeline --config conf/experiments/demo.yaml
 
+# Two pytest-xdist workers, a test file each at a time (module fixtures such as the demo's pipeline
+# run once): most of the suite waits on JVMs, Ray and subprocess jobs, so two share the 2 cores well.
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Unit tier only: in-process, no Spark JVM, no subprocess jobs (tiers: tests/conftest.py).
 test-fast: setup

@@ -73,17 +73,12 @@ def pytest_sessionfinish(session, exitstatus):
 
 # Which Delta write path a run exercised: the engine each commit names in its commitInfo.
 ENGINES = {"spark_delta": "Apache-Spark/", "delta_rs": "delta-rs:"}
-BASETEMP = pytest.StashKey[Path]()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _remember_basetemp(request, tmp_path_factory):
-    request.config.stash[BASETEMP] = tmp_path_factory.getbasetemp()
 
 
 def delta_commits_by_engine(root: Path) -> dict[str, tuple[int, int]]:
     """Per write path: (commits, test folders holding them) of the Delta logs under ``root``, whose
-    first level is one folder per test (or per module fixture)."""
+    first level is one folder per test (or per module fixture), or, under pytest-xdist, one folder
+    per worker (``popen-gwN``) holding those."""
     commits: dict[str, int] = dict.fromkeys(ENGINES, 0)
     folders: dict[str, set[str]] = {engine: set() for engine in ENGINES}
     for entry in root.rglob("_delta_log/*.json"):
@@ -95,14 +90,17 @@ def delta_commits_by_engine(root: Path) -> dict[str, tuple[int, int]]:
             for engine, prefix in ENGINES.items():
                 if written_by.startswith(prefix):
                     commits[engine] += 1
-                    folders[engine].add(entry.relative_to(root).parts[0])
+                    parts = entry.relative_to(root).parts
+                    folders[engine].add("/".join(parts[:2] if parts[0].startswith("popen-gw") else parts[:1]))
     return {engine: (commits[engine], len(folders[engine])) for engine in ENGINES}
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """Both Delta write paths must run in ``make test``: say how much each did."""
-    root = config.stash.get(BASETEMP, None)
-    if root is None or not root.is_dir():
+    # The base of every test's tmp_path; under pytest-xdist this is the controller's, which holds
+    # the workers' (xdist derives their --basetemp from it).
+    root = config._tmp_path_factory.getbasetemp()
+    if not root.is_dir():
         return
     counts = delta_commits_by_engine(root)
     if any(commits for commits, _ in counts.values()):
@@ -114,20 +112,24 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 @pytest.fixture(autouse=True)
 def _mlflow_left_as_found():
-    """No test leaks an MLflow tracking URI or an active run into the next one.
+    """No test leaks an MLflow tracking or registry URI or an active run into the next one.
 
-    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``, and MLflow then ignores a
-    later change of the variable: a store set by one test would silently receive another's runs.
+    ``mlflow.set_tracking_uri`` and ``mlflow.set_registry_uri`` also export ``MLFLOW_TRACKING_URI``
+    and ``MLFLOW_REGISTRY_URI``, and MLflow then ignores a later change of the variables: a store
+    set by one test would silently receive another's runs, or answer its registry queries.
     """
-    env = os.environ.get("MLFLOW_TRACKING_URI")
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    env = {name: os.environ.get(name) for name in names}
     yield
     while mlflow.active_run() is not None:
         mlflow.end_run()
-    mlflow.set_tracking_uri(None)  # back to unset (it also unsets the variable, restored below)
-    if env is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = env
+    mlflow.set_tracking_uri(None)  # back to unset (the variables are restored below)
+    mlflow.set_registry_uri(None)
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(autouse=True)
