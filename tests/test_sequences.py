@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from musicrec.prep.sequences import canonical_order, derive, derive_items, sequence_mask
+from musicrec.prep.sequences import (
+    canonical_order,
+    derive,
+    derive_items,
+    pair_stats,
+    sequence_mask,
+    stats_mask,
+)
 
 
 def brute(items: list[int], kind: str, k: int) -> list[int]:
@@ -61,6 +68,22 @@ def test_batched_equals_brute_force_per_user(kind, k):
         start += n
 
 
+def test_one_pair_stats_gives_every_kind_and_k_as_brute_force():
+    # Preprocessing derives all sequences of a chunk from one pair_stats (one sort), in any order of k.
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(0, 50, size=40)
+    group = np.repeat(np.arange(len(lengths)), lengths)
+    items = rng.integers(-1, 15, size=len(group))
+    stats = pair_stats(group, items)
+    for k in (5, 1, 3, 2):
+        for kind in ("fam", "lh", "disc"):
+            mask = stats_mask(stats, kind, k)
+            starts = np.concatenate([[0], np.cumsum(lengths)])
+            for user, n in enumerate(lengths):
+                got = np.flatnonzero(mask[starts[user] : starts[user] + n]).tolist()
+                assert got == brute(items[starts[user] : starts[user] + n].tolist(), kind, k), (kind, k, user)
+
+
 def test_same_item_in_two_users_is_a_discovery_for_each():
     group = np.array([0, 0, 1, 1])
     items = np.array([4, 4, 4, 4])
@@ -84,3 +107,5 @@ def test_bad_arguments_are_named():
         derive([1], "lh", 0)
     with pytest.raises(ValueError, match="unknown sequence name"):
         derive_items([1], "disc_album")
+    with pytest.raises(ValueError, match="item id 2147483648 does not fit"):
+        derive([1, 2**31], "lh")

@@ -10,7 +10,7 @@ Inside a partition, :func:`user_chunks` buffers Arrow batches until they hold at
 ``chunk_rows`` rows and cuts at the last user boundary: a user's events may span Arrow
 batches, but a chunk only ever holds complete users. Memory per Python worker is bounded
 by one chunk plus one user's events. Each chunk becomes one :class:`Histories`, and
-:func:`musicrec.prep.sequences.sequence_mask` runs vectorised over all its users at once.
+:func:`musicrec.prep.sequences.pair_stats` runs vectorised over all its users at once.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 
 from musicrec.contract import schemas
 from musicrec.contract.tasks import DOMAINS, KINDS, SPLITS, Domain, sequence_name
-from musicrec.prep.sequences import sequence_mask
+from musicrec.prep.sequences import pair_stats, stats_mask
 
 ORDER: tuple[str, ...] = ("uid", "timestamp", "item_id")
 # Event codes of the internal stream: holdout listens (after the consumption filter) and the
@@ -197,19 +197,12 @@ def split_labels(codes: np.ndarray) -> pa.Array:
 
 
 def sequence_masks(h: Histories, domain: Domain, ks: Iterable[int]) -> Iterator[tuple[str, int, np.ndarray]]:
-    """(name, k, mask) of every sequence of ``domain`` for all users of ``h`` at once.
-
-    k-condensation is a filter on a sequence by the item's count in the history, so the
-    k-condensed ``disc``/``fam`` masks are the k = 1 masks and-ed with the k-condensed ``lh``
-    mask; all masks come from :func:`sequence_mask`, with 2 + len(ks) calls per domain
-    instead of 3 * len(ks).
-    """
-    items = h.items(domain)
-    base = {kind: sequence_mask(h.group, items, kind, 1) for kind in KINDS if kind != "lh"}
+    """(name, k, mask) of every sequence of ``domain`` for all users of ``h`` at once, all from one
+    :func:`pair_stats` (one sort of the chunk by user and item) rather than one per sequence."""
+    stats = pair_stats(h.group, h.items(domain))
     for k in ks:
-        condensed = sequence_mask(h.group, items, "lh", k)
         for kind in KINDS:
-            yield sequence_name(kind, domain), k, condensed if kind == "lh" else base[kind] & condensed
+            yield sequence_name(kind, domain), k, stats_mask(stats, kind, k)
 
 
 def sequence_batches(

@@ -12,6 +12,8 @@ unmapped artist) and are never part of any sequence.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from musicrec.contract.tasks import KINDS, Kind, parse_name
@@ -27,12 +29,16 @@ def _pair_stats(group: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.nd
     n = len(items)
     if n == 0:
         return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
-    # Stable sort by (group, item) keeps time order inside each pair.
-    order = np.lexsort((items, group))
-    g, it = group[order], items[order]
+    if items.max() >= 1 << 31:
+        raise ValueError(f"item id {int(items.max())} does not fit the tables' int32 item columns")
+    # A stable sort by (group, item) keeps time order inside each pair; one int64 key (both are
+    # non-negative and below 2**31) sorts faster than np.lexsort of the two.
+    key = (group.astype(np.int64) << 32) | items.astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
     starts = np.empty(n, dtype=bool)
     starts[0] = True
-    starts[1:] = (g[1:] != g[:-1]) | (it[1:] != it[:-1])
+    starts[1:] = sorted_key[1:] != sorted_key[:-1]
     run_id = np.cumsum(starts) - 1
     run_len = np.bincount(run_id)
     first = np.empty(n, dtype=bool)
@@ -40,6 +46,38 @@ def _pair_stats(group: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.nd
     counts = np.empty(n, dtype=np.int64)
     counts[order] = run_len[run_id]
     return first, counts
+
+
+@dataclass(frozen=True)
+class PairStats:
+    """What every sequence of ordered histories is derived from, per element: whether it has an
+    item (``items >= 0``), whether it is the first occurrence of its (group, item) pair, and how
+    often that pair occurs (0 without an item). One sort serves every kind and k."""
+
+    valid: np.ndarray
+    first: np.ndarray
+    counts: np.ndarray
+
+
+def pair_stats(group: np.ndarray, items: np.ndarray) -> PairStats:
+    items = np.asarray(items)
+    valid = items >= 0
+    first = np.zeros(len(items), dtype=bool)
+    counts = np.zeros(len(items), dtype=np.int64)
+    at = np.flatnonzero(valid)
+    if len(at):
+        first[at], counts[at] = _pair_stats(np.asarray(group)[at], items[at])
+    return PairStats(valid, first, counts)
+
+
+def stats_mask(stats: PairStats, kind: Kind, k: int = 1) -> np.ndarray:
+    """Which elements belong to the ``kind`` sequence, k-condensed (see :func:`sequence_mask`)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown sequence kind {kind!r}; expected one of {KINDS}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    keep = {"lh": stats.valid, "disc": stats.first, "fam": stats.valid & ~stats.first}[kind]
+    return keep & (stats.counts >= k) if k > 1 else keep.copy()
 
 
 def sequence_mask(group: np.ndarray, items: np.ndarray, kind: Kind, k: int = 1) -> np.ndarray:
@@ -51,26 +89,7 @@ def sequence_mask(group: np.ndarray, items: np.ndarray, kind: Kind, k: int = 1) 
       user's counts only see events before the cutoff when only those are passed.
     - Elements with ``items < 0`` (unmapped artist) belong to no sequence and do not count.
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown sequence kind {kind!r}; expected one of {KINDS}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    group = np.asarray(group)
-    items = np.asarray(items)
-    valid = items >= 0
-    mask = np.zeros(len(items), dtype=bool)
-    if not valid.any():
-        return mask
-    first, counts = _pair_stats(group[valid], items[valid])
-    keep = np.ones(len(first), dtype=bool)
-    if kind == "disc":
-        keep = first
-    elif kind == "fam":
-        keep = ~first
-    if k > 1:
-        keep = keep & (counts >= k)
-    mask[np.flatnonzero(valid)[keep]] = True
-    return mask
+    return stats_mask(pair_stats(group, items), kind, k)
 
 
 def derive(items: np.ndarray, kind: Kind, k: int = 1) -> np.ndarray:
