@@ -75,10 +75,10 @@ def test_one_pair_stats_gives_every_kind_and_k_as_brute_force():
     group = np.repeat(np.arange(len(lengths)), lengths)
     items = rng.integers(-1, 15, size=len(group))
     stats = pair_stats(group, items)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
     for k in (5, 1, 3, 2):
         for kind in ("fam", "lh", "disc"):
             mask = stats_mask(stats, kind, k)
-            starts = np.concatenate([[0], np.cumsum(lengths)])
             for user, n in enumerate(lengths):
                 got = np.flatnonzero(mask[starts[user] : starts[user] + n]).tolist()
                 assert got == brute(items[starts[user] : starts[user] + n].tolist(), kind, k), (kind, k, user)

@@ -24,30 +24,6 @@ def canonical_order(uid: np.ndarray, timestamp: np.ndarray, item_id: np.ndarray)
     return np.lexsort((item_id, timestamp, uid))
 
 
-def _pair_stats(group: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each element: is it the first occurrence of its (group, item) pair, and how often the pair occurs."""
-    n = len(items)
-    if n == 0:
-        return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
-    if items.max() >= 1 << 31:
-        raise ValueError(f"item id {int(items.max())} does not fit the tables' int32 item columns")
-    # A stable sort by (group, item) keeps time order inside each pair; one int64 key (both are
-    # non-negative and below 2**31) sorts faster than np.lexsort of the two.
-    key = (group.astype(np.int64) << 32) | items.astype(np.int64)
-    order = np.argsort(key, kind="stable")
-    sorted_key = key[order]
-    starts = np.empty(n, dtype=bool)
-    starts[0] = True
-    starts[1:] = sorted_key[1:] != sorted_key[:-1]
-    run_id = np.cumsum(starts) - 1
-    run_len = np.bincount(run_id)
-    first = np.empty(n, dtype=bool)
-    first[order] = starts
-    counts = np.empty(n, dtype=np.int64)
-    counts[order] = run_len[run_id]
-    return first, counts
-
-
 @dataclass(frozen=True)
 class PairStats:
     """What every sequence of ordered histories is derived from, per element: whether it has an
@@ -65,8 +41,23 @@ def pair_stats(group: np.ndarray, items: np.ndarray) -> PairStats:
     first = np.zeros(len(items), dtype=bool)
     counts = np.zeros(len(items), dtype=np.int64)
     at = np.flatnonzero(valid)
-    if len(at):
-        first[at], counts[at] = _pair_stats(np.asarray(group)[at], items[at])
+    if len(at) == 0:
+        return PairStats(valid, first, counts)
+    values = items[at].astype(np.int64)
+    if values.max() >= 1 << 31:
+        raise ValueError(f"item id {int(values.max())} does not fit the tables' int32 item columns")
+    # A stable sort by (group, item) keeps time order inside each pair; one int64 key (both are
+    # non-negative and below 2**31) sorts faster than np.lexsort of the two.
+    key = (np.asarray(group)[at].astype(np.int64) << 32) | values
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    starts = np.empty(len(at), dtype=bool)
+    starts[0] = True
+    starts[1:] = sorted_key[1:] != sorted_key[:-1]
+    run_id = np.cumsum(starts) - 1
+    rows = at[order]
+    first[rows] = starts
+    counts[rows] = np.bincount(run_id)[run_id]
     return PairStats(valid, first, counts)
 
 
