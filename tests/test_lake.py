@@ -231,6 +231,46 @@ def test_a_partial_overwrite_never_keeps_an_unpublished_version(spark, config_fo
     assert sorted(tuple(r) for r in delta.read_table(spark, path).collect()) == [(1.0, "ingest"), (3.0, "preprocess")]
 
 
+def _list_encodings(path: str) -> set[str]:
+    """The encodings of every list column's values in every file of a table's latest version."""
+    import pyarrow.parquet as pq
+
+    out: set[str] = set()
+    for uri in DeltaTable(path).file_uris():
+        meta = pq.ParquetFile(uri.removeprefix("file://")).metadata
+        for rg in range(meta.num_row_groups):
+            for i in range(meta.num_columns):
+                column = meta.row_group(rg).column(i)
+                if column.path_in_schema.endswith(".list.element"):
+                    out.update(column.encodings)
+    return out
+
+
+SEQUENCE_COLUMNS = ("uid", "items", "timestamps", "positions")
+
+
+def test_a_tables_parquet_settings_apply_to_its_write_only(spark, config_for, writer):
+    from musicrec.contract import schemas
+
+    rows = [("holdout", u, "lh_track", 1, "train", [5, 6, 5], [10 * u, 10 * u + 1, 10 * u + 2], [0, 1, 2])
+            for u in range(50)]
+    frame = spark.createDataFrame(rows, schemas.spark_schema(schemas.SEQUENCES))
+    config = config_for(f"lake.writer={writer}")
+    with JobSnapshot(spark, config, job="a") as snap:  # sequences: no dictionary (lake.tables)
+        snap.stage("sequences", frame)
+        snap.publish()
+    assert spark.conf.get("parquet.enable.dictionary", None) is None  # put back as it was
+    plain = str(config_for().lake.root) + "/plain"
+    delta.write_table(spark, frame, plain, writer=writer)  # Parquet's default: a dictionary
+    sequences = table_path(config.lake.root, config.dataset.name, "sequences")
+    encodings = _list_encodings(sequences)
+    assert encodings and not any("DICTIONARY" in e for e in encodings)
+    assert any("DICTIONARY" in e for e in _list_encodings(plain))
+    assert _sorted(delta.read_table(spark, sequences).select(*SEQUENCE_COLUMNS).collect()) == _sorted(
+        delta.read_table(spark, plain).select(*SEQUENCE_COLUMNS).collect()
+    ) == _sorted((r[1], *r[5:]) for r in rows)
+
+
 def test_rerun_with_same_input_gives_same_content(spark, tmp_path, writer):
     path = str(tmp_path / "t")
     df = spark.createDataFrame(ROWS, SCHEMA)

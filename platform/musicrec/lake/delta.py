@@ -26,7 +26,8 @@ import logging
 import posixpath
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Literal
 from urllib.parse import unquote
@@ -161,13 +162,49 @@ def stage(
     replace_where: dict[str, str] | None = None,
     read_version: int | None = None,
     metadata: dict[str, str] | None = None,
+    parquet_settings: Mapping[str, str] | None = None,
 ) -> Staged:
     """Compute ``df`` once and write its data for ``path`` without publishing it.
 
     ``replace_where`` (overwrite only) limits the overwrite to the partitions with those values;
     every row of ``df`` must lie inside them. ``read_version`` is the version the job based its
     write on (default: the latest now); the write fails if the table has moved past it.
+    ``parquet_settings`` (parquet-mr keys such as ``parquet.enable.dictionary``) apply to this
+    write's files only.
     """
+    with _session_conf(spark, parquet_settings or {}):
+        return _stage(spark, df, path, mode, partition_by, writer, replace_where, read_version, metadata)
+
+
+@contextmanager
+def _session_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
+    """Set session conf for one write, then put back what was there. Spark copies the session's
+    conf into the Hadoop conf of every file write; Delta's writer ignores DataFrameWriter
+    options of this kind, so this is the one way that reaches both write paths."""
+    before = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+
+
+def _stage(
+    spark: SparkSession,
+    df: DataFrame,
+    path: str,
+    mode: Mode,
+    partition_by: Sequence[str],
+    writer: Writer,
+    replace_where: dict[str, str] | None,
+    read_version: int | None,
+    metadata: dict[str, str] | None,
+) -> Staged:
     path = absolute(path)
     chosen = resolve_writer(spark, writer)
     arrow_schema = table_schema(df)

@@ -25,7 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from musicrec.config import Config
 from musicrec.lake import delta, files, manifest
-from musicrec.lake.tables import PARTITIONING, table_path
+from musicrec.lake.tables import PARQUET_SETTINGS, PARTITIONING, table_path
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class JobSnapshot:
             df,
             self.path(table),
             partition_by=PARTITIONING[table],
+            parquet_settings=PARQUET_SETTINGS.get(table),
             writer=self.config.lake.writer,
             read_version=self._base_version(table),
             metadata=self.metadata,
