@@ -5,28 +5,15 @@ where a fixed width runs that many tasks whatever the data (2,000 for a 591-row 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import contextmanager
 
 import pytest
 from pyspark.sql import functions as F
 
 from musicrec.prep.build import partition_by_user
-from musicrec.runtime.spark import ADAPTIVE
+from musicrec.runtime.spark import ADAPTIVE, session_conf
 
 pytestmark = pytest.mark.spark
 WIDTH = 40
-
-
-@contextmanager
-def session_conf(spark, settings: dict[str, str]):
-    before = {key: spark.conf.get(key, None) for key in settings}
-    for key, value in settings.items():
-        spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            spark.conf.unset(key) if value is None else spark.conf.set(key, value)
 
 
 def widest_stage(spark, label: str, action: Callable[[], object]) -> int:

@@ -249,7 +249,7 @@ def _list_encodings(path: str) -> set[str]:
 SEQUENCE_COLUMNS = ("uid", "items", "timestamps", "positions")
 
 
-def test_a_tables_parquet_settings_apply_to_its_write_only(spark, config_for, writer):
+def test_a_tables_parquet_settings_apply_to_its_write_only(spark, config_for, tmp_path, writer):
     from musicrec.contract import schemas
 
     rows = [("holdout", u, "lh_track", 1, "train", [5, 6, 5], [10 * u, 10 * u + 1, 10 * u + 2], [0, 1, 2])
@@ -260,7 +260,7 @@ def test_a_tables_parquet_settings_apply_to_its_write_only(spark, config_for, wr
         snap.stage("sequences", frame)
         snap.publish()
     assert spark.conf.get("parquet.enable.dictionary", None) is None  # put back as it was
-    plain = str(config_for().lake.root) + "/plain"
+    plain = str(tmp_path / "plain")
     delta.write_table(spark, frame, plain, writer=writer)  # Parquet's default: a dictionary
     sequences = table_path(config.lake.root, config.dataset.name, "sequences")
     encodings = _list_encodings(sequences)

@@ -26,8 +26,7 @@ import logging
 import posixpath
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 from urllib.parse import unquote
@@ -49,6 +48,7 @@ from musicrec.lake.readers import read_arrow as read_arrow
 from musicrec.lake.readers import table_exists as table_exists
 from musicrec.lake.readers import table_version as table_version
 from musicrec.lake.tables import absolute
+from musicrec.runtime.spark import session_conf
 
 log = logging.getLogger(__name__)
 
@@ -172,39 +172,6 @@ def stage(
     ``parquet_settings`` (parquet-mr keys such as ``parquet.enable.dictionary``) apply to this
     write's files only.
     """
-    with _session_conf(spark, parquet_settings or {}):
-        return _stage(spark, df, path, mode, partition_by, writer, replace_where, read_version, metadata)
-
-
-@contextmanager
-def _session_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
-    """Set session conf for one write, then put back what was there. Spark copies the session's
-    conf into the Hadoop conf of every file write; Delta's writer ignores DataFrameWriter
-    options of this kind, so this is the one way that reaches both write paths."""
-    before = {key: spark.conf.get(key, None) for key in settings}
-    for key, value in settings.items():
-        spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
-
-
-def _stage(
-    spark: SparkSession,
-    df: DataFrame,
-    path: str,
-    mode: Mode,
-    partition_by: Sequence[str],
-    writer: Writer,
-    replace_where: dict[str, str] | None,
-    read_version: int | None,
-    metadata: dict[str, str] | None,
-) -> Staged:
     path = absolute(path)
     chosen = resolve_writer(spark, writer)
     arrow_schema = table_schema(df)
@@ -215,12 +182,14 @@ def _stage(
     # The running verb's MLflow run and config hash (lake.provenance) go with every commit.
     meta = tuple(sorted({**provenance.current(), **(metadata or {})}.items()))
     if chosen == "spark_delta":
-        return _write_native(df, Staged(path, mode, tuple(partition_by), chosen, arrow_schema, base,
-                                        replace_where=where, metadata=meta))
+        with session_conf(spark, parquet_settings or {}):
+            return _write_native(df, Staged(path, mode, tuple(partition_by), chosen, arrow_schema, base,
+                                            replace_where=where, metadata=meta))
 
     stage_name = f"{_STAGE_PREFIX}{uuid.uuid4().hex}"
     stage_dir = posixpath.join(path, stage_name)
-    df.write.mode("errorifexists").partitionBy(*partition_by).parquet(stage_dir)
+    with session_conf(spark, parquet_settings or {}):
+        df.write.mode("errorifexists").partitionBy(*partition_by).parquet(stage_dir)
 
     fs, stage_root = _fs(stage_dir)
     adds: list[AddAction] = []

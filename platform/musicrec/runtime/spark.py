@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
@@ -104,3 +106,21 @@ def _quiet_task_failures(spark: SparkSession) -> None:
     off = jvm.org.apache.logging.log4j.Level.OFF
     for name in ("org.apache.spark.executor.Executor", "org.apache.spark.scheduler.TaskSetManager"):
         jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, off)
+
+
+@contextmanager
+def session_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
+    """Set session conf for a block, then put back what was there (unset where nothing was).
+    Spark copies the session's conf into the Hadoop conf of every file write, so parquet-mr
+    keys set here reach Delta's writer too, which ignores them as DataFrameWriter options."""
+    before = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
