@@ -83,12 +83,14 @@ def test_spark_matches_polars_reference(spark, config_for, monkeypatch, override
             elements=pl.col("items").list.len().sum(),
             items=pl.col("items").explode().n_unique(),
             max_len=pl.col("items").list.len().max(),
+            median_len=pl.col("items").list.len().quantile(0.5, interpolation="linear"),
+            p90_len=pl.col("items").list.len().quantile(0.9, interpolation="linear"),
         )
     )
     for r in per_key.iter_rows(named=True):
         prefix = f"{r['protocol']}/{r['name']}/k={r['k']}"
-        for key in ("users", "elements", "items", "max_len"):
-            assert value[f"{prefix}/{key}"] == r[key], (prefix, key)
+        for key in ("users", "elements", "items", "max_len", "median_len", "p90_len"):
+            assert value[f"{prefix}/{key}"] == pytest.approx(r[key]), (prefix, key)
     sequences = expected["sequences"]
     assert sequences.filter(pl.col("k") == 3).height > 0
     assert set(expected["holdout_examples"]["task"]) == {"T1", "T2", "T3", "T4"}

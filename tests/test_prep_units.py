@@ -483,28 +483,95 @@ def test_no_events_after_the_default_test_end(holdout_lake):
     assert stat(holdout_lake, "gts", "events_at_or_after_test_end") == 0
 
 
-def test_item_maxima_are_the_largest_count_of_each_item_in_one_row():
-    rows = [
-        ("holdout", "lh_track", [5, 5, 7, 5]),
-        ("holdout", "lh_track", [7, 7, 7]),
-        ("holdout", "lh_artist", [0, 2, 2]),
-        ("gts_test_like", "lh_track", []),
-        ("gts_test_like", "lh_track", [5, 900000]),
-        ("holdout", "lh_track", [9]),
+def test_threshold_counts_merge_partial_maxima_across_rows_and_batches():
+    parts = [
+        ("holdout", "track", [5, 7, 9], [1, 3, 2]),
+        ("holdout", "track", [7, 11], [1, 2]),
+        ("holdout", "artist", [0, 2], [5, 1]),
+        ("gts_test_like", "track", [], []),
+        ("holdout", "track", [9, 400000], [5, 1]),
     ]
-    batch = pa.RecordBatch.from_pylist(
-        [{"protocol": p, "name": n, "items": i} for p, n, i in rows],
-        schema=pa.schema([("protocol", pa.string()), ("name", pa.string()), ("items", pa.list_(pa.int32()))]),
-    )
+    schema = build.OUTPUT_SCHEMA
+    rows = [{"protocol": p, "name": n, "items": i, "maxima": m} for p, n, i, m in parts]
+    batches = [pa.RecordBatch.from_pylist(rows[:2], schema=schema), pa.RecordBatch.from_pylist(rows[2:], schema=schema)]
     got = {}
-    for out in stats.item_maxima([batch, batch.slice(0, 2)]):
-        assert out.schema == stats.ITEM_MAXIMA
+    for out in stats.threshold_counts([1, 2, 5])(iter(batches)):
         for r in out.to_pylist():
-            key = (r["protocol"], r["name"], r["item"])
-            got[key] = max(got.get(key, 0), r["m"])
-    # Brute force: every item of every row, counted in that row.
-    expected = {}
-    for p, n, items in rows:
-        for item in items:
-            expected[(p, n, item)] = max(expected.get((p, n, item), 0), items.count(item))
+            got[(r["protocol"], r["name"], r["threshold"])] = r["items"]
+    # Brute force: each item's largest partial maximum, then items at or above each threshold.
+    largest: dict[tuple[str, str], dict[int, int]] = {}
+    for p, n, items, maxima in parts:
+        for item, m in zip(items, maxima, strict=True):
+            largest.setdefault((p, n), {})[item] = max(largest.get((p, n), {}).get(item, 0), m)
+    expected = {(p, n, t): sum(m >= t for m in ms.values()) for (p, n), ms in largest.items() for t in (1, 2, 5)}
     assert got == expected
+    assert got[("holdout", "track", 2)] == 3  # 7 (3), 9 (5), 11 (2)
+
+
+def _chunk(users: dict[int, list[tuple[int, int]]]) -> build.Histories:
+    """Histories of ``{uid: [(track, artist), ...]}`` in time order."""
+    rows = [(uid, t, item, artist) for uid, events in users.items() for t, (item, artist) in enumerate(events)]
+    return build.Histories.from_table(
+        pa.table(
+            {
+                "uid": pa.array([r[0] for r in rows], pa.int32()),
+                "timestamp": pa.array([r[1] for r in rows], pa.int64()),
+                "item_id": pa.array([r[2] for r in rows], pa.int32()),
+                "artist_id": pa.array([r[3] for r in rows], pa.int32()),
+                "code": pa.array([0] * len(rows), pa.int8()),
+            }
+        )
+    )
+
+
+def _brute_sequence(items: list[int], kind: str, k: int) -> list[int]:
+    """Paper 000's sequences the slow way: lh every item, disc first listens, fam repeats; k-condensed."""
+    valid = [i for i in items if i >= 0]
+    seen: set[int] = set()
+    out = []
+    for item in valid:
+        first = item not in seen
+        seen.add(item)
+        if valid.count(item) >= k and {"lh": True, "disc": first, "fam": not first}[kind]:
+            out.append(item)
+    return out
+
+
+def test_sequence_stats_are_the_lengths_and_item_maxima_of_the_sequences():
+    chunks = [
+        {1: [(5, 0), (5, 0), (7, 2), (5, 0)], 2: [(7, 2), (7, -1), (7, 2)]},
+        {3: [(9, 0), (5, -1)], 4: [(7, 2)]},
+        {6: [(5, 0), (900000, 3), (5, 0), (7, 3)], 7: [(8, 1)] * 4},
+    ]
+    ks = (1, 2, 3)
+    seq_stats = build.SequenceStats(ks)
+    batches = [b for c in chunks for b in seq_stats.add(_chunk(c), "holdout")] + list(seq_stats.finish())
+    lengths: dict[tuple[str, int, int], int] = {}
+    maxima: dict[tuple[str, int], int] = {}
+    for r in pa.Table.from_batches(batches).to_pylist():
+        assert r["protocol"] == "holdout"
+        if r["tag"] == "lengths":
+            key = (r["name"], r["k"], r["value"])
+            lengths[key] = lengths.get(key, 0) + r["users"]
+        else:
+            assert r["tag"] == "maxima"
+            assert len(set(r["items"])) == len(r["items"])  # each item once per partition
+            for item, m in zip(r["items"], r["maxima"], strict=True):
+                maxima[(r["name"], item)] = m
+    expected_lengths: dict[tuple[str, int, int], int] = {}
+    expected_maxima: dict[tuple[str, int], int] = {}
+    for users in chunks:
+        for events in users.values():
+            for domain, items in (("track", [t for t, _ in events]), ("artist", [a for _, a in events])):
+                for item in {i for i in items if i >= 0}:
+                    # Capped at the largest threshold of ks, the most the stats need.
+                    m = min(items.count(item), max(ks))
+                    expected_maxima[(domain, item)] = max(expected_maxima.get((domain, item), 0), m)
+                for kind in ("lh", "disc", "fam"):
+                    for k in ks:
+                        n = len(_brute_sequence(items, kind, k))
+                        if n:
+                            key = (f"{kind}_{domain}", k, n)
+                            expected_lengths[key] = expected_lengths.get(key, 0) + 1
+    assert lengths == expected_lengths
+    assert maxima == expected_maxima

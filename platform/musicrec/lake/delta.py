@@ -40,7 +40,6 @@ from deltalake.transaction import AddAction, create_table_with_add_actions
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
-from pyspark.sql.types import StructType
 
 # The Spark-free reads live in lake.readers; re-exported for the Spark jobs that also read.
 from musicrec.lake import provenance
@@ -322,16 +321,6 @@ def discard(staged: Staged) -> None:
     elif staged.read_version == _ABSENT and current_version(staged.path) == staged.version:
         fs, root = _fs(staged.path)
         fs.delete_dir(root)
-
-
-def read_staged(spark: SparkSession, staged: Staged, schema: StructType) -> DataFrame | None:
-    """Exactly the rows of one staged write (``schema``: theirs, partition columns included)."""
-    if staged.version is not None:
-        return spark.read.format("delta").option("versionAsOf", staged.version).load(staged.path)
-    if staged.stage_dir is None:
-        return None
-    # The known schema spares Spark inferring it from every file.
-    return spark.read.schema(schema).parquet(staged.stage_dir)
 
 
 def write_table(

@@ -162,15 +162,25 @@ def user_chunks(
 
 
 ChunkFn = Callable[[Histories], Iterator[pa.RecordBatch]]
+# A pass that keeps state across the chunks of one partition (and may emit it at the end).
+PartitionFn = Callable[[Iterator[Histories]], Iterator[pa.RecordBatch]]
 
 
-def map_users(stream: DataFrame, fn: ChunkFn, schema: pa.Schema) -> DataFrame:
-    """Run ``fn`` over chunks of complete users of a user-partitioned stream; its batches have ``schema``."""
+def per_chunk(fn: ChunkFn) -> PartitionFn:
+    def run(chunks: Iterator[Histories]) -> Iterator[pa.RecordBatch]:
+        for h in chunks:
+            yield from fn(h)
+
+    return run
+
+
+def map_users(stream: DataFrame, fn: PartitionFn, schema: pa.Schema) -> DataFrame:
+    """Run ``fn`` over each partition's chunks of complete users of a user-partitioned stream; its
+    batches have ``schema``."""
     rows = DEFAULT_CHUNK_ROWS  # read at each call, so a test can shrink chunks to split users across batches
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for table in user_chunks(batches, rows):
-            yield from fn(Histories.from_table(table))
+        yield from fn(Histories.from_table(table) for table in user_chunks(batches, rows))
 
     return stream.sortWithinPartitions(*ORDER).mapInArrow(run, schemas.spark_schema(schema))
 
@@ -245,15 +255,21 @@ def _fields(*tables: pa.Schema) -> list[pa.Field]:
 
 
 # The examples pass emits every small output in one multiplexed layout (``tag`` says which):
-# user splits, holdout and GTS examples, and partial counts for the stats table, so one
-# cached result feeds several tables. Its columns are those tables' columns; a partial count's
-# ``value`` is an integer (the job sums them into the stats table's double).
+# user splits, holdout and GTS examples, partial counts for the stats table and partial sequence
+# statistics (:class:`SequenceStats`), so one cached result feeds several tables. Its columns are
+# those tables' columns; a partial count's ``value`` is an integer (the job sums them into the
+# stats table's double).
 OUTPUT_SCHEMA = pa.schema(
     [
         pa.field("tag", pa.string()),
         *_fields(schemas.USER_SPLITS, schemas.HOLDOUT_EXAMPLES, schemas.GTS_EXAMPLES),
         *[f for f in schemas.STATS if f.name in ("section", "name", "detail")],
         pa.field("value", pa.int64()),
+        pa.field("protocol", pa.string()),
+        pa.field("k", pa.int32()),
+        pa.field("users", pa.int64()),
+        pa.field("items", schemas.INT_LIST),
+        pa.field("maxima", schemas.INT_LIST),
     ]
 )
 
@@ -279,3 +295,81 @@ def count_batch(section: str, counts: dict[str, int], detail: dict[str, str] | N
         detail=pa.array([detail.get(n, "") for n in names], pa.string()),
         value=pa.array([int(counts[n]) for n in names], pa.int64()),
     )
+
+
+class SequenceStats:
+    """Partial statistics of the ``sequences`` rows that :func:`sequence_batches` makes of the same
+    histories, from the same masks, for the stats table (:func:`musicrec.prep.stats.sequence_rows`).
+
+    - ``lengths`` rows, per chunk: how many users (``users``) have a sequence of each non-zero
+      length (``value``), per (protocol, name, k).
+    - ``maxima`` rows, once per partition (:meth:`finish`), one per (protocol, domain in
+      ``name``): the ``items`` seen and, for each, the largest number of times it occurs in one
+      user's history (``maxima``), capped at the largest threshold that matters. With m(i) that
+      largest count over all users, ``lh_k`` and ``disc_k`` hold the items with m >= k and
+      ``fam_k`` those with m >= max(k, 2), so distinct items per sequence follow from m alone.
+      One row of two arrays, not a row per item: a partition sees ~100k items per protocol and
+      domain, and millions of small rows through the Arrow bridge and the cache cost more than
+      the statistics themselves.
+
+    The maxima of a partition live in one dense array per (protocol, domain), indexed by item
+    id: one byte per id up to the largest seen (9.4 MB for Yambda's catalogue), whatever the
+    partition's size, and no sort.
+    """
+
+    def __init__(self, ks: Iterable[int]) -> None:
+        self.ks = tuple(ks)
+        self.cap = max(*self.ks, 2)
+        if self.cap > np.iinfo(np.uint8).max:
+            raise ValueError(f"k up to {np.iinfo(np.uint8).max} is supported, got {self.cap}")
+        self._maxima: dict[tuple[str, Domain], np.ndarray] = {}
+
+    def add(self, h: Histories, protocol: str) -> Iterator[pa.RecordBatch]:
+        for domain in DOMAINS:
+            items = h.items(domain)
+            stats = pair_stats(h.group, items)
+            self._keep(protocol, domain, items[stats.first], stats.counts[stats.first])
+            names, ks, lengths, users = [], [], [], []
+            for k in self.ks:
+                for kind in KINDS:
+                    per_user = np.bincount(h.group[stats_mask(stats, kind, k)], minlength=h.n_users)
+                    values, n = np.unique(per_user[per_user > 0], return_counts=True)
+                    names += [sequence_name(kind, domain)] * len(values)
+                    ks += [k] * len(values)
+                    lengths.append(values)
+                    users.append(n)
+            if names:
+                yield output_batch(
+                    "lengths",
+                    len(names),
+                    protocol=constant(protocol, len(names), pa.string()),
+                    name=pa.array(names, pa.string()),
+                    k=pa.array(ks, pa.int32()),
+                    value=pa.array(np.concatenate(lengths), pa.int64()),
+                    users=pa.array(np.concatenate(users), pa.int64()),
+                )
+
+    def _keep(self, protocol: str, domain: Domain, items: np.ndarray, counts: np.ndarray) -> None:
+        """Fold one chunk's (user, item) pairs (each pair once, with its count) into the maxima."""
+        if not len(items):
+            return
+        acc = self._maxima.get((protocol, domain), np.zeros(0, dtype=np.uint8))
+        top = int(items.max()) + 1
+        if top > len(acc):
+            acc = np.concatenate([acc, np.zeros(top - len(acc), dtype=np.uint8)])
+            self._maxima[(protocol, domain)] = acc
+        np.maximum.at(acc, items, np.minimum(counts, self.cap).astype(np.uint8))
+
+    def finish(self) -> Iterator[pa.RecordBatch]:
+        for (protocol, domain), acc in self._maxima.items():
+            items = np.flatnonzero(acc)
+            offsets = np.array([0, len(items)], dtype=np.int32)
+            yield output_batch(
+                "maxima",
+                1,
+                protocol=constant(protocol, 1, pa.string()),
+                name=constant(domain, 1, pa.string()),
+                items=list_array(offsets, items, pa.int32()),
+                maxima=list_array(offsets, acc[items], pa.int32()),
+            )
+        self._maxima.clear()

@@ -42,12 +42,14 @@ from musicrec.prep.build import (
     LIKE,
     LISTEN_PLUS,
     UNLIKE,
-    ChunkFn,
     Histories,
+    PartitionFn,
+    SequenceStats,
     constant,
     count_batch,
     list_array,
     output_batch,
+    per_chunk,
     ragged,
     sequence_batches,
     to_stream,
@@ -170,7 +172,7 @@ class GtsParams:
     ks: tuple[int, ...]
 
 
-def sequences_fn(p: GtsParams) -> ChunkFn:
+def sequences_fn(p: GtsParams) -> PartitionFn:
     """Per chunk of GTS events: each stage's training sequences (protocol ``gts_<window>_<feedback>``)."""
 
     def fn(events: Histories) -> Iterator[pa.RecordBatch]:
@@ -180,19 +182,27 @@ def sequences_fn(p: GtsParams) -> ChunkFn:
                 train = period(events, feedback, None, w.train_end)
                 yield from sequence_batches(train, Protocol.gts(w.name, feedback).name, train_split, p.ks)
 
-    return fn
+    return per_chunk(fn)
 
 
-def outputs_fn(p: GtsParams) -> ChunkFn:
-    """Per chunk of GTS events: ``gts_examples`` rows and counts (multiplexed layout)."""
+def outputs_fn(p: GtsParams) -> PartitionFn:
+    """Per chunk of GTS events: ``gts_examples`` rows, counts and the training sequences'
+    statistics (multiplexed layout)."""
 
-    def fn(events: Histories) -> Iterator[pa.RecordBatch]:
+    def fn(chunks: Iterator[Histories]) -> Iterator[pa.RecordBatch]:
+        sequence_stats = SequenceStats(p.ks)
+        for events in chunks:
+            yield from chunk(events, sequence_stats)
+        yield from sequence_stats.finish()
+
+    def chunk(events: Histories, sequence_stats: SequenceStats) -> Iterator[pa.RecordBatch]:
         for feedback in p.feedbacks:
             for w in p.windows.windows:
                 train = period(events, feedback, None, w.train_end)
                 window = period(events, feedback, w.start, w.end)
                 targets, counts = window_targets(train, window)
                 protocol = Protocol.gts(w.name, feedback).name
+                yield from sequence_stats.add(train, protocol)
                 prefix = f"{w.name}/{feedback}"
                 stats = {f"{prefix}/{name}": value for name, value in counts.items()}
                 for name, t in targets.items():

@@ -25,11 +25,13 @@ import pyarrow as pa
 from musicrec.contract import HOLDOUT, HOLDOUT_TASKS, SPLITS, task
 from musicrec.hashing import splitmix64
 from musicrec.prep.build import (
-    ChunkFn,
     Histories,
+    PartitionFn,
+    SequenceStats,
     count_batch,
     list_array,
     output_batch,
+    per_chunk,
     ragged,
     sequence_batches,
     split_labels,
@@ -110,19 +112,27 @@ class HoldoutParams:
     gt_size: int
 
 
-def sequences_fn(p: HoldoutParams) -> ChunkFn:
+def sequences_fn(p: HoldoutParams) -> PartitionFn:
     """Per chunk of H(u): the ``holdout`` protocol's sequences of every user, labelled with the split."""
 
     def fn(h: Histories) -> Iterator[pa.RecordBatch]:
         yield from sequence_batches(h, HOLDOUT.name, user_split(h.uid, p.seed, p.ratios), p.ks)
 
-    return fn
+    return per_chunk(fn)
 
 
-def outputs_fn(p: HoldoutParams) -> ChunkFn:
-    """Per chunk of H(u): user splits, holdout examples and their counts (multiplexed layout)."""
+def outputs_fn(p: HoldoutParams) -> PartitionFn:
+    """Per chunk of H(u): user splits, holdout examples, their counts and the sequences'
+    statistics (multiplexed layout)."""
 
-    def fn(h: Histories) -> Iterator[pa.RecordBatch]:
+    def fn(chunks: Iterator[Histories]) -> Iterator[pa.RecordBatch]:
+        sequence_stats = SequenceStats(p.ks)
+        for h in chunks:
+            yield from sequence_stats.add(h, HOLDOUT.name)
+            yield from chunk(h)
+        yield from sequence_stats.finish()
+
+    def chunk(h: Histories) -> Iterator[pa.RecordBatch]:
         codes = user_split(h.uid, p.seed, p.ratios)
         yield output_batch("split", h.n_users, uid=pa.array(h.uid, pa.int32()), split=split_labels(codes))
         counts = {f"users/{s}": int((codes == i).sum()) for i, s in enumerate(SPLITS)}

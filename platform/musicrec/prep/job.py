@@ -18,12 +18,11 @@ Nothing but scalars and aggregated statistics reaches the driver.
 
 Two passes read the persisted data: one for the sequences (holdout and GTS protocols),
 written straight to the table's staging folder, and one for everything small (splits,
-examples, partial counts), whose multiplexed result is persisted and split into tables.
-Each output is written by one task per core (``coalesce``), because every write task opens
-one file per partition value and ``sequences`` has ~90 of them: small files, not bytes,
-dominated the write before. Sequence statistics read the staged files back (lengths from
-the arrays' sizes; distinct items from the ``lh`` rows at the smallest k only, see
-:func:`stats.sequence_rows`) instead of running the sequence pass again. Known cost at scale:
+examples, partial counts, and the sequences' statistics: users per length and per-item maxima,
+from the same masks, see :class:`build.SequenceStats`), whose multiplexed result is persisted
+and split into tables. Each output is written by one task per core (``coalesce``), because
+every write task opens one file per partition value and ``sequences`` has ~90 of them: small
+files, not bytes, dominated the write before. Known cost at scale:
 a partitioned write makes Spark sort each task's rows by (protocol, name, k), arrays
 included, which spills to local disk on large inputs; it is memory-safe, unlike concurrent
 writers, which would keep ~90 Parquet row-group buffers per task in the heap.
@@ -53,7 +52,7 @@ from pyspark.sql import functions as F
 from musicrec.config import Config
 from musicrec.contract import HOLDOUT, schemas
 from musicrec.errors import InputError
-from musicrec.lake.delta import read_staged, table_exists
+from musicrec.lake.delta import table_exists
 from musicrec.lake.snapshot import JobSnapshot
 from musicrec.lake.tables import table_path
 from musicrec.prep import build, filters, gts, holdout, stats
@@ -193,9 +192,7 @@ def _preprocess(config: Config, spark: SparkSession, snap: JobSnapshot) -> dict[
         sequences = build.map_users(streams.histories, holdout.sequences_fn(hp), schemas.SEQUENCES).unionByName(
             build.map_users(streams.gts_events, gts.sequences_fn(gp), schemas.SEQUENCES)
         )
-        staged_sequences = read_staged(
-            spark, stage_table("sequences", sequences), schemas.spark_schema(schemas.SEQUENCES)
-        )
+        stage_table("sequences", sequences)
         outputs = cache.add(
             build.map_users(streams.histories, holdout.outputs_fn(hp), OUTPUT_SCHEMA).unionByName(
                 build.map_users(streams.gts_events, gts.outputs_fn(gp), OUTPUT_SCHEMA)
@@ -208,8 +205,7 @@ def _preprocess(config: Config, spark: SparkSession, snap: JobSnapshot) -> dict[
 
         rows = stats.count_rows(outputs.filter(tag == "count"))
         protocol_users = {name: value for section, name, value, _ in rows if section == "users"}
-        if staged_sequences is not None:
-            rows += stats.sequence_rows(staged_sequences, protocol_users, pre.ks)
+        rows += stats.sequence_rows(outputs.filter(tag == "lengths"), outputs.filter(tag == "maxima"), protocol_users, pre.ks)
         filter_counts = _filter_counts(streams.filter_counts)
         for name, counts in filter_counts.items():
             rows += stats.filter_rows(name, counts)

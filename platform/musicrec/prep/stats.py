@@ -19,11 +19,10 @@ One row per statistic: ``section``, ``name`` (a ``/``-separated path ending in t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -74,111 +73,104 @@ def window_rows(windows: Windows, events_after_end: int) -> list[StatRow]:
     return rows
 
 
-# Partial maxima of the distinct-items pass: per (protocol, name, item), the item's largest count
-# in any one sequence of an Arrow batch.
-ITEM_MAXIMA = pa.schema(
-    [pa.field("protocol", pa.string()), pa.field("name", pa.string()), pa.field("item", pa.int64()), pa.field("m", pa.int64())]
+THRESHOLD_COUNTS = pa.schema(
+    [
+        pa.field("protocol", pa.string()),
+        pa.field("name", pa.string()),
+        pa.field("threshold", pa.int32()),
+        pa.field("items", pa.int64()),
+    ]
 )
 
 
-def item_maxima(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """For each batch of ``sequences`` rows: per (protocol, name, item), the largest number of times
-    the item occurs in one row. Counting happens here, in numpy over the batch's flat items, and
-    only one row per item and batch leaves it: exploding every element into a Spark row and counting
-    (user, item) pairs there took as long as the rest of the job's statistics together."""
-    for batch in batches:
-        table = pa.Table.from_batches([batch])
-        for key in table.group_by(["protocol", "name"]).aggregate([]).to_pylist():
-            part = table.filter((pc.field("protocol") == key["protocol"]) & (pc.field("name") == key["name"]))
-            rows = Ragged.from_arrow(part["items"])
-            if not len(rows.values):
-                continue
-            low = int(rows.values.min())
-            width = int(rows.values.max()) - low + 1
-            pairs, counts = np.unique(rows.row_ids() * width + (rows.values - low), return_counts=True)
-            items = pairs % width
-            # Per item, the last of its counts in ascending order is the largest.
-            order = np.lexsort((counts, items))
-            items, counts = items[order], counts[order]
-            last = np.append(items[1:] != items[:-1], True)
-            n = int(last.sum())
-            yield pa.RecordBatch.from_arrays(
-                [
-                    pa.repeat(pa.scalar(key["protocol"], pa.string()), n),
-                    pa.repeat(pa.scalar(key["name"], pa.string()), n),
-                    pa.array(items[last] + low, pa.int64()),
-                    pa.array(counts[last], pa.int64()),
-                ],
-                schema=ITEM_MAXIMA,
+def threshold_counts(thresholds: Sequence[int]) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """Over ``maxima`` rows with all rows of a (protocol, domain) in one partition: per
+    (protocol, domain) and threshold t, how many items have m >= t, m being the largest of the
+    partial maxima. One dense array per (protocol, domain), indexed by item id, merges them."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        merged: dict[tuple[str, str], np.ndarray] = {}
+        for batch in batches:
+            items, maxima = Ragged.from_arrow(batch.column("items")), Ragged.from_arrow(batch.column("maxima"))
+            for row, (protocol, name) in enumerate(
+                zip(batch.column("protocol").to_pylist(), batch.column("name").to_pylist(), strict=True)
+            ):
+                ids, m = items[row], maxima[row]
+                if not len(ids):
+                    continue
+                acc = merged.get((protocol, name), np.zeros(0, dtype=np.int32))
+                if int(ids.max()) >= len(acc):
+                    acc = np.concatenate([acc, np.zeros(int(ids.max()) + 1 - len(acc), dtype=np.int32)])
+                    merged[(protocol, name)] = acc
+                np.maximum.at(acc, ids, m)
+        rows = [(p, n, t, int((acc >= t).sum())) for (p, n), acc in merged.items() for t in thresholds]
+        if rows:
+            yield pa.RecordBatch.from_pylist(
+                [dict(zip(THRESHOLD_COUNTS.names, r, strict=True)) for r in rows], schema=THRESHOLD_COUNTS
             )
 
+    return run
 
-def _distinct_items(sequences: DataFrame, ks: Sequence[int]) -> dict[tuple[str, str, int], int]:
-    """Distinct items per (protocol, name, k), from the ``lh`` rows at the smallest k only.
 
-    With m(i) = the largest count of item i in any one user's history: ``lh_k`` and
-    ``disc_k`` hold the items with m >= k, ``fam_k`` those with m >= max(k, 2). The ``lh``
-    sequence at the smallest k keeps every occurrence of each item counted at least that
-    often, so its per-(user, item) counts give m exactly wherever a threshold needs it, and
-    only those rows are read (not all six names at every k).
-    """
-    k_min = min(ks)
+def _distinct_items(maxima: DataFrame, ks: Sequence[int]) -> dict[tuple[str, str, int], int]:
+    """Distinct items per (protocol, name, k) from the partial ``maxima`` rows of
+    :class:`musicrec.prep.build.SequenceStats`: with m(i) = the largest count of item i in one
+    user's history, ``lh_k`` and ``disc_k`` hold the items with m >= k, ``fam_k`` those with
+    m >= max(k, 2). The few rows (one per partition and (protocol, domain), each of two
+    arrays) are brought together by (protocol, domain) and merged in numpy: exploding them
+    into a Spark row per item and aggregating took five times as long."""
     thresholds = sorted({t for k in ks for t in (k, max(k, 2))})
-    maxima = (
-        sequences.filter(F.col("name").startswith("lh_") & (F.col("k") == k_min))
-        .select("protocol", "name", "items")
-        .mapInArrow(item_maxima, schemas.spark_schema(ITEM_MAXIMA))
-        .groupBy("protocol", "name", "item")
-        .agg(F.max("m").alias("m"))
+    counts = maxima.repartition("protocol", "name").mapInArrow(
+        threshold_counts(thresholds), schemas.spark_schema(THRESHOLD_COUNTS)
     )
-    counts = maxima.groupBy("protocol", "name").agg(*(F.count_if(F.col("m") >= t).alias(f"t{t}") for t in thresholds))
+    found = {(r["protocol"], r["name"], r["threshold"]): r["items"] for r in counts.collect()}
     out: dict[tuple[str, str, int], int] = {}
-    for r in counts.collect():
-        domain = r["name"].removeprefix("lh_")
+    for protocol, domain in {(p, n) for p, n, _ in found}:
         for k in ks:
-            out[(r["protocol"], f"lh_{domain}", k)] = r[f"t{k}"]
-            out[(r["protocol"], f"disc_{domain}", k)] = r[f"t{k}"]
-            out[(r["protocol"], f"fam_{domain}", k)] = r[f"t{max(k, 2)}"]
+            out[(protocol, f"lh_{domain}", k)] = found[(protocol, domain, k)]
+            out[(protocol, f"disc_{domain}", k)] = found[(protocol, domain, k)]
+            out[(protocol, f"fam_{domain}", k)] = found[(protocol, domain, max(k, 2))]
     return out
 
 
 def sequence_rows(
-    sequences: DataFrame, protocol_users: Mapping[str, float], ks: Sequence[int]
+    lengths: DataFrame, maxima: DataFrame, protocol_users: Mapping[str, float], ks: Sequence[int]
 ) -> list[StatRow]:
-    """Length and item statistics per (protocol, name, k) of a ``sequences`` DataFrame.
+    """Length and item statistics per (protocol, name, k) of the ``sequences`` table, from the
+    partial statistics the examples pass computed with the same masks
+    (:class:`musicrec.prep.build.SequenceStats`): ``lengths`` (users per sequence length) and
+    ``maxima`` rows. Reading the written table back cost as much again as this whole step.
 
     Every protocol of ``protocol_users`` gets rows for every name and k, zeros where no user
     has a non-empty sequence.
     """
     keys = ("protocol", "name", "k")
-    lengths = (
-        sequences.select(*keys, F.size("items").alias("n"))
-        .groupBy(*keys)
-        .agg(
-            F.count(F.lit(1)).alias("users"),
-            F.sum("n").alias("elements"),
-            F.max("n").alias("max_len"),
-            F.percentile("n", F.lit(0.5)).alias("median_len"),
-            F.percentile("n", F.lit(0.9)).alias("p90_len"),
-        )
+    length, users = F.col("value"), F.col("users")
+    summary = lengths.groupBy(*keys).agg(
+        F.sum(users).alias("users"),
+        F.sum(length * users).alias("elements"),
+        F.max(length).alias("max_len"),
+        # Exact, with linear interpolation between order statistics, each length counted per user.
+        F.percentile(length, F.lit(0.5), users).alias("median_len"),
+        F.percentile(length, F.lit(0.9), users).alias("p90_len"),
     )
-    found = {(r["protocol"], r["name"], r["k"]): r for r in lengths.collect()}
-    items = _distinct_items(sequences, ks)
+    found = {(r["protocol"], r["name"], r["k"]): r for r in summary.collect()}
+    items = _distinct_items(maxima, ks)
     rows: list[StatRow] = []
     for protocol, total in sorted(protocol_users.items()):
         for name in SEQUENCE_NAMES:
             for k in ks:
                 r = found.get((protocol, name, k))
-                users = r["users"] if r else 0
+                users_k = r["users"] if r else 0
                 values = {
-                    "users": users,
+                    "users": users_k,
                     "items": items.get((protocol, name, k), 0),
                     "elements": r["elements"] if r else 0,
-                    "mean_len": r["elements"] / users if r else 0.0,
+                    "mean_len": r["elements"] / users_k if r else 0.0,
                     "median_len": r["median_len"] if r else 0.0,
                     "p90_len": r["p90_len"] if r else 0.0,
                     "max_len": r["max_len"] if r else 0,
-                    "empty_users": total - users,
+                    "empty_users": total - users_k,
                 }
                 prefix = f"{protocol}/{name}/k={k}"
                 rows += [("sequences", f"{prefix}/{key}", float(v), "") for key, v in values.items()]
