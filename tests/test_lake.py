@@ -256,19 +256,28 @@ def test_a_tables_parquet_settings_apply_to_its_write_only(spark, config_for, tm
             for u in range(50)]
     frame = spark.createDataFrame(rows, schemas.spark_schema(schemas.SEQUENCES))
     config = config_for(f"lake.writer={writer}")
-    with JobSnapshot(spark, config, job="a") as snap:  # sequences: no dictionary (lake.tables)
+    # sequences: no dictionary, v2 pages (lake.tables)
+    with JobSnapshot(spark, config, job="a") as snap:
         snap.stage("sequences", frame)
         snap.publish()
     assert spark.conf.get("parquet.enable.dictionary", None) is None  # put back as it was
+    assert spark.conf.get("parquet.writer.version", None) is None
     plain = str(tmp_path / "plain")
-    delta.write_table(spark, frame, plain, writer=writer)  # Parquet's default: a dictionary
+    delta.write_table(spark, frame, plain, writer=writer)  # Parquet's defaults: a dictionary, v1 pages
     sequences = table_path(config.lake.root, config.dataset.name, "sequences")
     encodings = _list_encodings(sequences)
-    assert encodings and not any("DICTIONARY" in e for e in encodings)
+    assert "DELTA_BINARY_PACKED" in encodings and not any("DICTIONARY" in e for e in encodings)
     assert any("DICTIONARY" in e for e in _list_encodings(plain))
+    assert "DELTA_BINARY_PACKED" not in _list_encodings(plain)
+    expected = _sorted((r[1], *r[5:]) for r in rows)
     assert _sorted(delta.read_table(spark, sequences).select(*SEQUENCE_COLUMNS).collect()) == _sorted(
         delta.read_table(spark, plain).select(*SEQUENCE_COLUMNS).collect()
-    ) == _sorted((r[1], *r[5:]) for r in rows)
+    ) == expected
+    # The other readers of the lake decode the v2 pages too.
+    version = DeltaTable(sequences).version()
+    assert _sorted(delta.read_listed(spark, sequences, version).select(*SEQUENCE_COLUMNS).collect()) == expected
+    for table in (DeltaTable(sequences).to_pyarrow_table(), pl.read_delta(sequences).to_arrow()):
+        assert _sorted(zip(*(table.column(c).to_pylist() for c in SEQUENCE_COLUMNS), strict=True)) == expected
 
 
 def test_rerun_with_same_input_gives_same_content(spark, tmp_path, writer):

@@ -19,10 +19,15 @@ PARTITIONING: dict[str, tuple[str, ...]] = {
     "recommendations": ("task",),
 }
 TABLES: tuple[str, ...] = tuple(PARTITIONING)
-# Parquet writer settings of a table's files, on both write paths. Sequence arrays hold mostly
-# distinct timestamps and per-user positions: parquet-mr's dictionary attempt cost 12-14% of the
-# write's CPU at 10M events and made the files larger, not smaller (docs/scaling.md).
-PARQUET_SETTINGS: dict[str, dict[str, str]] = {"sequences": {"parquet.enable.dictionary": "false"}}
+# Parquet writer settings of a table's files, on both write paths (docs/scaling.md). Sequence
+# arrays hold mostly distinct timestamps and per-user positions: parquet-mr's dictionary attempt
+# cost 12-14% of the write's CPU at 10M events and made the files larger, not smaller. Format v2
+# pages encode integers as DELTA_BINARY_PACKED, which suits increasing timestamps and positions:
+# 8% smaller files and ~20% less write CPU at 10M events. Spark (3.3+), delta-rs, pyarrow (Ray
+# Data, DuckDB over Arrow) and Polars read them.
+PARQUET_SETTINGS: dict[str, dict[str, str]] = {
+    "sequences": {"parquet.enable.dictionary": "false", "parquet.writer.version": "v2"}
+}
 
 
 def absolute(path: str) -> str:
