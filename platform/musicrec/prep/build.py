@@ -174,6 +174,19 @@ def per_chunk(fn: ChunkFn) -> PartitionFn:
     return run
 
 
+def with_sequence_stats(ks: Iterable[int], fn: Callable[[Histories, SequenceStats], Iterator[pa.RecordBatch]]) -> PartitionFn:
+    """A per-chunk ``fn`` that also feeds one :class:`SequenceStats` per partition, whose maxima
+    follow the partition's last chunk."""
+
+    def run(chunks: Iterator[Histories]) -> Iterator[pa.RecordBatch]:
+        sequence_stats = SequenceStats(ks)
+        for h in chunks:
+            yield from fn(h, sequence_stats)
+        yield from sequence_stats.finish()
+
+    return run
+
+
 def map_users(stream: DataFrame, fn: PartitionFn, schema: pa.Schema) -> DataFrame:
     """Run ``fn`` over each partition's chunks of complete users of a user-partitioned stream; its
     batches have ``schema``."""

@@ -53,6 +53,7 @@ from musicrec.prep.build import (
     ragged,
     sequence_batches,
     to_stream,
+    with_sequence_stats,
 )
 
 FEEDBACK_CODES = {"listen_plus": LISTEN_PLUS, "like": LIKE}
@@ -189,13 +190,7 @@ def outputs_fn(p: GtsParams) -> PartitionFn:
     """Per chunk of GTS events: ``gts_examples`` rows, counts and the training sequences'
     statistics (multiplexed layout)."""
 
-    def fn(chunks: Iterator[Histories]) -> Iterator[pa.RecordBatch]:
-        sequence_stats = SequenceStats(p.ks)
-        for events in chunks:
-            yield from chunk(events, sequence_stats)
-        yield from sequence_stats.finish()
-
-    def chunk(events: Histories, sequence_stats: SequenceStats) -> Iterator[pa.RecordBatch]:
+    def fn(events: Histories, sequence_stats: SequenceStats) -> Iterator[pa.RecordBatch]:
         for feedback in p.feedbacks:
             for w in p.windows.windows:
                 train = period(events, feedback, None, w.train_end)
@@ -233,4 +228,4 @@ def outputs_fn(p: GtsParams) -> PartitionFn:
                     },
                 )
 
-    return fn
+    return with_sequence_stats(p.ks, fn)

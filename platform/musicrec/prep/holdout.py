@@ -35,6 +35,7 @@ from musicrec.prep.build import (
     ragged,
     sequence_batches,
     split_labels,
+    with_sequence_stats,
 )
 from musicrec.prep.sequences import sequence_mask
 
@@ -125,14 +126,8 @@ def outputs_fn(p: HoldoutParams) -> PartitionFn:
     """Per chunk of H(u): user splits, holdout examples, their counts and the sequences'
     statistics (multiplexed layout)."""
 
-    def fn(chunks: Iterator[Histories]) -> Iterator[pa.RecordBatch]:
-        sequence_stats = SequenceStats(p.ks)
-        for h in chunks:
-            yield from sequence_stats.add(h, HOLDOUT.name)
-            yield from chunk(h)
-        yield from sequence_stats.finish()
-
-    def chunk(h: Histories) -> Iterator[pa.RecordBatch]:
+    def fn(h: Histories, sequence_stats: SequenceStats) -> Iterator[pa.RecordBatch]:
+        yield from sequence_stats.add(h, HOLDOUT.name)
         codes = user_split(h.uid, p.seed, p.ratios)
         yield output_batch("split", h.n_users, uid=pa.array(h.uid, pa.int32()), split=split_labels(codes))
         counts = {f"users/{s}": int((codes == i).sum()) for i, s in enumerate(SPLITS)}
@@ -175,4 +170,4 @@ def outputs_fn(p: HoldoutParams) -> PartitionFn:
         )
         yield count_batch("users", {HOLDOUT.name: h.n_users})
 
-    return fn
+    return with_sequence_stats(p.ks, fn)
