@@ -27,6 +27,36 @@ pytestmark = [pytest.mark.ray, pytest.mark.integration]
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _tracebacks(output: str) -> list[tuple[int, list[str]]]:
+    """Each traceback in a run's output: where it starts, and its exception line with the lines
+    after it. Ray prefixes a worker's lines with its name and pid; a traceback's lines are those
+    with the prefix of its first line."""
+    found = []
+    lines = output.splitlines(keepends=True)
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+    for i, line in enumerate(lines):
+        if "Traceback (most recent call last)" not in line:
+            continue
+        prefix = line[: line.index("Traceback")]
+        own = [x[len(prefix) :].rstrip("\n") for x in lines[i + 1 :] if x.startswith(prefix)]
+        # The frames are indented; the exception line is the first that is not.
+        end = next((j for j, x in enumerate(own) if x and not x[0].isspace()), len(own))
+        found.append((offsets[i], own[end : end + 8]))
+    return found
+
+
+def _stopped_trial_noise(error: list[str]) -> bool:
+    """The one traceback a sweep may print: ASHA stops a trial by ending its Train controller on
+    purpose, and a worker still inside ``ray.train.report`` fails waiting on the controller's
+    SynchronizationActor ("its owner has died", exit type INTENDED_SYSTEM_EXIT). Seen in three of
+    ~20 full runs; that trial is over by design, and the checks below count it as stopped."""
+    return bool(error) and error[0].startswith("ray.exceptions.ActorDiedError") and any(
+        "class_name: SynchronizationActor" in x for x in error
+    ) and any("owner has died" in x and "INTENDED_SYSTEM_EXIT" in x for x in error)
+
+
 
 def test_a_gsasrec_sweep_logs_each_trial_under_one_parent_stops_some_early_and_registers_the_best_once(tmp_path):
     lake = write_lake(tmp_path / "lake")
@@ -55,8 +85,9 @@ def test_a_gsasrec_sweep_logs_each_trial_under_one_parent_stops_some_early_and_r
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert "database is locked" not in output
-    # The traceback and what precedes it (the whole output is too long for a failure message).
-    assert "Traceback" not in output, output[max(0, output.find("Traceback") - 1500) :][:4000]
+    unexpected = [at for at, error in _tracebacks(output) if not _stopped_trial_noise(error)]
+    # The first such traceback and what precedes it (the whole output is too long for a failure message).
+    assert not unexpected, output[max(0, unexpected[0] - 1500) :][:4000]
     assert not re.search(r"(ERROR|WARNING) mlflow", output), output[-4000:]
 
     uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"

@@ -118,7 +118,7 @@ def _distinct_items(maxima: DataFrame, ks: Sequence[int]) -> dict[tuple[str, str
     user's history, ``lh_k`` and ``disc_k`` hold the items with m >= k, ``fam_k`` those with
     m >= max(k, 2). The few rows (one per partition and (protocol, domain), each of two
     arrays) are brought together by (protocol, domain) and merged in numpy: exploding them
-    into a Spark row per item and aggregating took five times as long."""
+    into a Spark row per item and aggregating took four to five times as long."""
     thresholds = sorted({t for k in ks for t in (k, max(k, 2))})
     counts = maxima.repartition("protocol", "name").mapInArrow(
         threshold_counts(thresholds), schemas.spark_schema(THRESHOLD_COUNTS)
