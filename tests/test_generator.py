@@ -325,6 +325,51 @@ def test_discoveries_come_in_phases(mid, tmp_path):
     assert near - far > 0.05 and near - far > 2 * (near_without - far_without)
 
 
+def _fresh_discovery_share(root: Path, params: GeneratorParams) -> float:
+    """Among discoveries of tracks released during the period, the share made within
+    ``fresh_days`` of the release."""
+    cat = gen._build_catalogue(params)
+    release = np.empty(params.n_items, dtype=np.int64)
+    release[cat.item_id] = cat.release
+    listens = flat(root, params, "listens")
+    found = listens[first_listen(listens)]
+    released = release[found.item_id.to_numpy()]
+    age = found.timestamp.to_numpy().astype(np.int64) - released
+    return float((age[released > 0] < params.fresh_days * 86_400).mean())
+
+
+def test_new_releases_are_discovered_soon_after_release(mid, tmp_path):
+    """Listeners go to what just came out: a new release's discoveries bunch in its first
+    ``fresh_days`` days, far beyond what its popularity alone gives."""
+    root, _ = mid
+    fresh = _fresh_discovery_share(root, MID)
+    without = replace(MID, fresh_share=0.0)
+    generate(without, tmp_path, progress=False)
+    assert fresh > _fresh_discovery_share(tmp_path, without) + 0.15
+
+
+def test_discoveries_follow_the_drifting_taste(mid):
+    """A user's first discoveries match the taste they start with, their last ones the taste they
+    drift to (total-variation distance between a quarter's genre shares and a taste)."""
+    root, _ = mid
+    cat, users = gen._build_catalogue(MID), gen._build_users(MID)
+    genre = np.empty(MID.n_items, dtype=np.int64)
+    genre[cat.item_id] = cat.genre
+    listens = flat(root, MID, "listens")
+    found = listens[first_listen(listens)]
+    distances = []
+    for uid, user in found.groupby("uid"):
+        g, q = genre[user.item_id.to_numpy()], len(user) // 4
+        if q < 10:
+            continue
+        early, late = (np.bincount(part, minlength=MID.n_genres) / q for part in (g[:q], g[-q:]))
+        distances.append([0.5 * np.abs(share - taste).sum()
+                          for share in (early, late) for taste in (users.taste[uid], users.taste_end[uid])])
+    early_start, early_end, late_start, late_end = np.mean(distances, axis=0)
+    assert len(distances) > 100
+    assert early_start < early_end - 0.05 and late_end < late_start - 0.025
+
+
 def test_skips_and_recommendations_lean_to_discoveries(mid):
     root, summary = mid
     listens = flat(root, MID, "listens")

@@ -6,7 +6,8 @@ embeddings) from a small generative model that is hard enough for the papers' ef
 * Catalogue: artists with Zipf popularity and a genre, tracks grouped into albums, Zipf popularity of
   tracks within an artist, albums released over the period (a track is never heard before its
   release), a few multi-artist tracks and a few tracks with no artist at all.
-* Users: a taste (Dirichlet mixture over genres), a log-normal history length, an activity window.
+* Users: a taste (Dirichlet mixture over genres) that drifts over their activity window towards a
+  second one (``taste_drift``), a log-normal history length, an activity window.
 * Listening happens in sessions; a session is a series of *runs*.  A *replay* run copies the user's
   own history at a constant lag (log-uniform, so recent listens are replayed most and frequently
   played tracks are copied in proportion to their frequency); a *walk* run starts from a track drawn
@@ -17,6 +18,10 @@ embeddings) from a small generative model that is hard enough for the papers' ef
   ``focus_switch``, draws a new one from the taste; a walk starts in the focus genre with
   probability ``focus_share``.  Recent discoveries then predict the next ones better than the
   whole history does.
+* New releases: a share ``fresh_share`` of walk starts draws, by popularity, among the chosen
+  genre's tracks released in the last ``fresh_days`` days, as listeners go to what just came out.
+  A track's audience is then concentrated after its release, so what a user discovered lately
+  tells the time, which a model of the whole history does not see.
 * The share of replay runs is calibrated per user (repeated passes over the same random numbers)
   so the measured familiar share of listens lands near ``familiar_target`` even though walks also
   reach known tracks.
@@ -123,6 +128,10 @@ class GeneratorParams:
     # users and sessions
     days: Annotated[int, Field(ge=2, le=45_000)] = 300  # history days (uint32 seconds); the test day follows
     taste_concentration: Annotated[float, Field(gt=0)] = 0.3
+    # a user's taste moves linearly over their activity window from their first taste to
+    # (1 - taste_drift) * first + taste_drift * a second one drawn alike: replays keep the old
+    # taste alive in what they listen to, discoveries follow the current one
+    taste_drift: Share = 0.5
     session_mean: Annotated[float, Field(ge=1)] = 12.0  # tracks per session, mean over users
     run_mean: Annotated[float, Field(ge=1)] = 4.0  # tracks per replay/walk run
     late_start_share: Share = 0.4  # users who join after day 0
@@ -137,6 +146,10 @@ class GeneratorParams:
     # the taste, with probability focus_switch
     focus_share: Share = 0.6
     focus_switch: Share = 0.25
+    # new releases: a share of walk starts draws among the genre's releases of the last fresh_days
+    # days (the whole genre when it released nothing then)
+    fresh_share: Share = 0.3
+    fresh_days: Annotated[int, Field(ge=1, le=45_000)] = 28
     # feedback (the skip_* are logits)
     skip_base: float = -2.7
     skip_poor_fit: float = 2.5
@@ -248,7 +261,7 @@ def _rng(seed: int, stream: int, index: int = 0) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(stream, index))))
 
 
-_STREAM_CATALOGUE, _STREAM_USERS, _STREAM_CHUNK, _STREAM_EMBED = range(4)
+_STREAM_CATALOGUE, _STREAM_USERS, _STREAM_CHUNK, _STREAM_EMBED, _STREAM_FRESH, _STREAM_DRIFT = range(6)
 
 
 # ----------------------------------------------------------------------------- catalogue
@@ -403,11 +416,17 @@ def _pick(cum: np.ndarray, lo: np.ndarray, hi: np.ndarray, u: np.ndarray) -> np.
 @dataclass
 class _Users:
     n_events: np.ndarray
-    taste: np.ndarray  # (n_users, n_genres), rows sum to 1
+    taste: np.ndarray  # (n_users, n_genres) at the start of the window, rows sum to 1
+    taste_end: np.ndarray  # the same at its end
     start: np.ndarray
     end: np.ndarray
     session_break: np.ndarray  # per-event probability that a new session starts
     skip_bias: np.ndarray
+
+
+def _dirichlet_rows(rng: np.random.Generator, alpha: np.ndarray, n: int) -> np.ndarray:
+    rows = np.maximum(rng.dirichlet(alpha, n), 1e-9)  # Dirichlet rows can underflow to exact zeros
+    return rows / rows.sum(axis=1, keepdims=True)
 
 
 def _build_users(p: GeneratorParams) -> _Users:
@@ -421,9 +440,10 @@ def _build_users(p: GeneratorParams) -> _Users:
     ).astype(np.int64)
     genre_share = np.arange(1, p.n_genres + 1, dtype=np.float64) ** -0.7
     alpha = p.taste_concentration * p.n_genres * genre_share / genre_share.sum()
-    taste = rng.dirichlet(alpha, n)
-    taste = np.maximum(taste, 1e-9)  # Dirichlet rows can underflow to exact zeros
-    taste /= taste.sum(axis=1, keepdims=True)
+    taste = _dirichlet_rows(rng, alpha, n)
+    # its own stream, so taste_drift=0 leaves every other draw as it was
+    later = _dirichlet_rows(_rng(p.seed, _STREAM_DRIFT), alpha, n)
+    taste_end = (1 - p.taste_drift) * taste + p.taste_drift * later
     late = rng.random(n) < p.late_start_share
     start = np.where(late, rng.random(n) * 0.8 * p.days * DAY, 0.0)
     churn = rng.random(n) < p.churn_share
@@ -432,6 +452,7 @@ def _build_users(p: GeneratorParams) -> _Users:
     return _Users(
         n_events=n_events,
         taste=taste,
+        taste_end=taste_end,
         start=start,
         end=end,
         session_break=1.0 / session_mean,
@@ -460,6 +481,7 @@ class _Chunk:
         self.rng = rng
         n_ev = users.n_events[self.lo : hi]
         self.taste = users.taste[self.lo : hi]
+        self.taste_end = users.taste_end[self.lo : hi]
         self.skip_bias = users.skip_bias[self.lo : hi]
         self.window = (users.start[self.lo : hi], users.end[self.lo : hi])
         n = int(n_ev.sum())
@@ -477,12 +499,13 @@ class _Chunk:
         self.run_len = np.diff(np.append(self.run_first, n))
         n_runs = len(self.run_first)
         self.u_mode, self.u_lag, self.u_org, self.u_focus = rng.random((4, n_runs))
+        # its own stream, so fresh_share=0 writes exactly what the generator wrote before it existed
+        self.u_fresh = _rng(p.seed, _STREAM_FRESH, index).random(n_runs)
         self.u_genre, self.u_pick, self.u_kind, self.u_step = rng.random((4, n))
         self.session_time = self._plan_sessions()[self.sess]
-        # taste_flat[u * G + g] = u + cumulative taste: one searchsorted draws every user's genre
-        cum = np.cumsum(self.taste, axis=1)
-        cum[:, -1] = 1.0
-        self.taste_flat = (np.arange(self.nu)[:, None] + cum).ravel()
+        start, end = self.window
+        user_start, user_span = start[self.ev_user], np.maximum(end - start, 1.0)[self.ev_user]
+        self.progress = np.clip((self.session_time - user_start) / user_span, 0.0, 1.0)
         self.focus = self._focus_genres()
 
     def _focus_genres(self) -> np.ndarray:
@@ -537,20 +560,30 @@ class _Chunk:
 
     # -- items --------------------------------------------------------------------------------
 
+    def taste_at(self, ev: np.ndarray) -> np.ndarray:
+        """Each event's user's taste at the event's session (rows sum to 1)."""
+        user, f = self.ev_user[ev], self.progress[ev][:, None]
+        return (1 - f) * self.taste[user] + f * self.taste_end[user]
+
     def _taste_genre(self, ev: np.ndarray, u: np.ndarray) -> np.ndarray:
-        user = self.ev_user[ev]
-        g_n = self.p.n_genres
-        return np.clip(np.searchsorted(self.taste_flat, user + u, side="right") - user * g_n, 0, g_n - 1)
+        cum = np.cumsum(self.taste_at(ev), axis=1)
+        return np.minimum((cum <= u[:, None]).sum(axis=1), self.p.n_genres - 1)
 
     def _taste_draw(self, ev: np.ndarray) -> np.ndarray:
         """A genre (the session's focus for a share of walk starts, else one from the user's
-        taste), then one of its released tracks by popularity."""
+        taste), then one of its released tracks by popularity: for a share of starts one of its
+        recent releases."""
         g = self._taste_genre(ev, self.u_genre[ev])
         focused = self.u_focus[self.run[ev]] < self.p.focus_share
         g[focused] = self.focus[ev[focused]]
         cat = self.cat
-        hi = cat.released_by_day[g, self.session_time[ev] // DAY]
-        return cat.genre_order[_pick(cat.gcum, cat.genre_lo[g], hi, self.u_pick[ev])]
+        day = self.session_time[ev] // DAY
+        hi = cat.released_by_day[g, day]
+        lo = cat.genre_lo[g]
+        fresh_lo = cat.released_by_day[g, np.maximum(day - self.p.fresh_days, 0)]
+        fresh = (self.u_fresh[self.run[ev]] < self.p.fresh_share) & (fresh_lo < hi)
+        lo[fresh] = fresh_lo[fresh]
+        return cat.genre_order[_pick(cat.gcum, lo, hi, self.u_pick[ev])]
 
     def _walk_step(self, prev: np.ndarray, ev: np.ndarray) -> np.ndarray:
         cat, p = self.cat, self.p
@@ -634,7 +667,8 @@ class _Chunk:
         organic = organic[self.run]
 
         genre = cat.genre[items]
-        fit = self.taste[self.ev_user, genre] / self.taste.max(axis=1)[self.ev_user]
+        taste = self.taste_at(self.sess_first)  # constant within a session
+        fit = taste[self.sess, genre] / taste.max(axis=1)[self.sess]
         logit = (
             p.skip_base
             + p.skip_poor_fit * (1 - fit)
