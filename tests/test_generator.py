@@ -54,6 +54,14 @@ def flat(root: Path, params: GeneratorParams, name: str) -> pd.DataFrame:
     return pd.DataFrame({c: table[c].to_numpy(zero_copy_only=False) for c in table.column_names})
 
 
+def by_item_id(params: GeneratorParams, attribute: str) -> np.ndarray:
+    """A catalogue attribute (internal track order) indexed by the external item id."""
+    cat = gen._build_catalogue(params)
+    out = np.empty(params.n_items, dtype=np.int64)
+    out[cat.item_id] = getattr(cat, attribute)
+    return out
+
+
 def first_listen(listens: pd.DataFrame) -> np.ndarray:
     """True where the user hears the track for the first time (files are in time order)."""
     key = listens.uid.to_numpy().astype(np.int64) << 32 | listens.item_id.to_numpy()
@@ -226,9 +234,7 @@ def test_catalogue_files(mid):
 
 def test_no_listen_before_release(mid):
     root, _ = mid
-    cat = gen._build_catalogue(MID)
-    release = np.empty(MID.n_items, dtype=np.int64)
-    release[cat.item_id] = cat.release
+    release = by_item_id(MID, "release")
     listens = flat(root, MID, "listens")
     assert (listens.timestamp.to_numpy() >= release[listens.item_id]).all()
     # new releases exist late in the period and are heard
@@ -328,9 +334,7 @@ def test_discoveries_come_in_phases(mid, tmp_path):
 def _fresh_discovery_share(root: Path, params: GeneratorParams) -> float:
     """Among discoveries of tracks released during the period, the share made within
     ``fresh_days`` of the release."""
-    cat = gen._build_catalogue(params)
-    release = np.empty(params.n_items, dtype=np.int64)
-    release[cat.item_id] = cat.release
+    release = by_item_id(params, "release")
     listens = flat(root, params, "listens")
     found = listens[first_listen(listens)]
     released = release[found.item_id.to_numpy()]
@@ -352,9 +356,7 @@ def test_discoveries_follow_the_drifting_taste(mid):
     """A user's first discoveries match the taste they start with, their last ones the taste they
     drift to (total-variation distance between a quarter's genre shares and a taste)."""
     root, _ = mid
-    cat, users = gen._build_catalogue(MID), gen._build_users(MID)
-    genre = np.empty(MID.n_items, dtype=np.int64)
-    genre[cat.item_id] = cat.genre
+    genre, users = by_item_id(MID, "genre"), gen._build_users(MID)
     listens = flat(root, MID, "listens")
     found = listens[first_listen(listens)]
     distances = []
